@@ -145,7 +145,9 @@ class Elmo:
             chunk = order[start : start + batch_size]
             batch = [list(sentences[i]) for i in chunk]
             output, _ = self.embed_batch_tensor(batch, stateful=stateful)
-            output = output.to(torch.float32).cpu().numpy()  # (L+1, B, T_max, 2P)
+            if output.dtype not in (torch.float32, torch.float64):
+                output = output.to(torch.float32)  # half precision models give float32 arrays
+            output = output.cpu().numpy()  # (L+1, B, T_max, 2P)
             for row, index in enumerate(chunk):
                 n = len(batch[row])
                 results[index] = apply_layer_choice(np.ascontiguousarray(output[:, row, :n]), choice)

@@ -1,0 +1,160 @@
+"""``python -m elmo.embed``: embed a file of sentences into HDF5, in the layout of AllenNLP's old ``allennlp elmo``.
+
+Input: one whitespace-tokenized sentence per line (UTF-8). Output: one float32 dataset per line, named by the
+line's 0-based index: (L+1, T, 2P) with ``--all``, (T, 2P) with ``--top`` (last layer) or ``--average`` (mean of
+the layers); plus ``sentence_to_index``, a JSON map from sentence text to line index (last one wins), unless
+``--forget-sentences``. ``--use-sentence-keys`` names datasets by sentence text instead (duplicates are an error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterator
+
+import h5py
+import torch
+
+from elmo.api import INITIAL_STATES, Elmo
+from elmo.mix import LayerChoice
+
+
+class InputError(ValueError):
+    """A line of the input cannot be embedded; the message names the file and line number."""
+
+
+def read_sentences(path: str) -> list[list[str]]:
+    """Reads one whitespace-tokenized sentence per line; raises ``InputError`` naming any bad line (1-based)."""
+    sentences = []
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise InputError(
+                    f"{path}:{number}: line is not valid UTF-8 ({err.reason} at byte {err.start})"
+                ) from None
+            if "\x00" in line:
+                raise InputError(f"{path}:{number}: line contains a NUL byte")
+            tokens = line.split()
+            if not tokens:
+                raise InputError(f"{path}:{number}: empty line; every line must hold a sentence")
+            sentences.append(tokens)
+    return sentences
+
+
+def _batches(n: int, size: int) -> Iterator[range]:
+    for start in range(0, n, size):
+        yield range(start, min(start + size, n))
+
+
+def write_embeddings(
+    model: Elmo,
+    sentences: list[list[str]],
+    output: str,
+    choice: LayerChoice,
+    batch_size: int,
+    stateful: bool,
+    use_sentence_keys: bool = False,
+    forget_sentences: bool = False,
+) -> int:
+    """Embeds ``sentences`` batch by batch (file order when stateful) and writes the HDF5 file; returns tokens."""
+    keys = [" ".join(s) for s in sentences] if use_sentence_keys else [str(i) for i in range(len(sentences))]
+    if use_sentence_keys and len(set(keys)) != len(keys):
+        raise InputError("duplicate sentences cannot be used as keys (--use-sentence-keys)")
+    tokens = 0
+    with h5py.File(output, "w") as out:
+        for batch in _batches(len(sentences), batch_size):
+            vectors = model.embed(
+                [sentences[i] for i in batch], layers=choice, batch_size=batch_size, stateful=stateful
+            )
+            for index, array in zip(batch, vectors, strict=True):
+                out.create_dataset(keys[index], data=array)
+                tokens += len(sentences[index])
+        if not (forget_sentences or use_sentence_keys):
+            index_map = {" ".join(s): str(i) for i, s in enumerate(sentences)}
+            out.create_dataset("sentence_to_index", data=[json.dumps(index_map)], dtype=h5py.string_dtype())
+    return tokens
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's arguments."""
+    parser = argparse.ArgumentParser(
+        prog="python -m elmo.embed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--options", required=True, help="options.json of the biLM")
+    parser.add_argument("--weights", required=True, help="weights .hdf5 of the biLM (official layout)")
+    parser.add_argument("--input", required=True, help="text file, one whitespace-tokenized sentence per line")
+    parser.add_argument("--output", required=True, help="HDF5 file to write")
+    layers = parser.add_mutually_exclusive_group()
+    layers.add_argument(
+        "--all",
+        dest="layers",
+        action="store_const",
+        const="all",
+        help="all layers, (L+1, T, 2P) per sentence (default)",
+    )
+    layers.add_argument("--top", dest="layers", action="store_const", const="top", help="top layer, (T, 2P)")
+    layers.add_argument(
+        "--average", dest="layers", action="store_const", const="average", help="mean of the layers, (T, 2P)"
+    )
+    layers.add_argument(
+        "--mix",
+        dest="layers",
+        metavar="W0,W1,...",
+        help="scalar mix with these pre-softmax weights (optionally ';gamma=G'), (T, 2P)",
+    )
+    parser.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default 64)")
+    parser.add_argument(
+        "--stateful", action="store_true", help="carry LSTM state across batches in file order, like the original tools"
+    )
+    parser.add_argument(
+        "--initial-state",
+        choices=INITIAL_STATES,
+        default="zeros",
+        help="fixed initial state of the deterministic mode (default zeros)",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    parser.add_argument("--use-sentence-keys", action="store_true", help="name datasets by sentence text")
+    parser.add_argument("--forget-sentences", action="store_true", help="do not write sentence_to_index")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command; returns the exit status (2 on bad input, with a one-line message)."""
+    args = build_parser().parse_args(argv)
+    if args.batch_size < 1:
+        print("error: --batch-size must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        choice = LayerChoice.parse(args.layers or "all")
+        sentences = read_sentences(args.input)
+        model = Elmo.load(args.options, args.weights, device=args.device, initial_state=args.initial_state)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            tokens = write_embeddings(
+                model,
+                sentences,
+                args.output,
+                choice,
+                args.batch_size,
+                args.stateful,
+                args.use_sentence_keys,
+                args.forget_sentences,
+            )
+        seconds = time.perf_counter() - start
+    except (InputError, ValueError, OSError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(
+        f"embedded {len(sentences)} sentences, {tokens} tokens in {seconds:.2f}s "
+        f"({tokens / max(seconds, 1e-9):.0f} tokens/s) -> {args.output}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""Shared fixtures: paths of the golden TensorFlow fixtures copied from ../shared (see their README)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+GOLDEN = Path(__file__).parent / "fixtures" / "elmo-golden"
+GOLDEN_SENTENCE_FILES = {"skip": "sentences.json", "noskip": "lm_embeddings_sentences.json"}
+
+
+def golden_batches(name: str) -> list[list[list[str]]]:
+    """The fixture's 10 batches of 3 tokenized sentences, in the order TensorFlow ran them."""
+    lists = json.loads((GOLDEN / name / GOLDEN_SENTENCE_FILES[name]).read_text())
+    return [[lists[k][i].split() for k in range(3)] for i in range(10)]
+
+
+@pytest.fixture(params=["skip", "noskip"])
+def golden_model(request) -> tuple[str, Path]:
+    """(name, directory) of each golden fixture model."""
+    return request.param, GOLDEN / request.param
