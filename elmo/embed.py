@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import h5py
 import torch
 
-from elmo.api import INITIAL_STATES, Elmo
+from elmo.api import DEFAULT_INITIAL_STATE, INITIAL_STATES, Elmo
 from elmo.mix import LayerChoice
 
 
@@ -113,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--initial-state",
         choices=INITIAL_STATES,
-        default="zeros",
-        help="fixed initial state of the deterministic mode (default zeros)",
+        default=DEFAULT_INITIAL_STATE,
+        help="fixed initial state of the deterministic mode (default warm)",
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     parser.add_argument("--use-sentence-keys", action="store_true", help="name datasets by sentence text")

@@ -68,3 +68,33 @@ def initial_state_drift(model: Elmo, sentences: list[list[str]], context: list[l
         summary[f"{name}_max"] = float(flat.max())
         summary[f"{name}_mean"] = float(flat.mean())
     return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m elmo.state --options O --weights W --sentences FILE``: prints the drift table."""
+    import argparse
+
+    from elmo.api import Elmo
+
+    parser = argparse.ArgumentParser(
+        description="How much zero vs canonical initial state changes vectors, against a warmed-up stateful run."
+    )
+    parser.add_argument("--options", required=True)
+    parser.add_argument("--weights", required=True)
+    parser.add_argument("--sentences", required=True, help="one whitespace-tokenized sentence per line")
+    parser.add_argument("--context", type=int, default=5, help="sentences run before each one to warm up")
+    args = parser.parse_args(argv)
+    with open(args.sentences, encoding="utf-8") as f:
+        lines = [line.split() for line in f if line.strip()]
+    context, sentences = lines[: args.context], lines[args.context :]
+    model = Elmo.load(args.options, args.weights)
+    drift = initial_state_drift(model, sentences, context)
+    print(f"{len(sentences)} sentences, each after {len(context)} warm-up sentences in the same batch row")
+    print("| initial state | max abs diff | mean abs diff |")
+    print("| --- | --- | --- |")
+    for name in ("zeros", "warm"):
+        print(f"| {name} | {drift[f'{name}_max']:.4g} | {drift[f'{name}_mean']:.4g} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -45,7 +45,7 @@ COMBINATIONS = list(
 def test_matches_reference_for_every_option_combination(tmp_path, skip, n_highway, activation, clip, project, n_layers):
     config = _config(skip, n_highway, activation, clip, project, n_layers)
     options, weights = write_random_model(tmp_path, config, seed=len(tmp_path.name), lstm_scale=1.5)
-    model = Elmo.load(options, weights, dtype=torch.float64)
+    model = Elmo.load(options, weights, dtype=torch.float64, initial_state="zeros")
     reference = ReferenceBiLm(options, weights)
     ours = model.embed(SENTENCES, batch_size=3)  # one padded batch of different lengths
     for sentence, got in zip(SENTENCES, ours, strict=True):
@@ -57,7 +57,7 @@ def test_matches_reference_for_every_option_combination(tmp_path, skip, n_highwa
 def test_clipping_fires_and_matters(tmp_path):
     config = _config(True, 2, "relu", True, True, 2)
     options, weights = write_random_model(tmp_path / "m", config, seed=7, lstm_scale=2.0)
-    model = Elmo.load(options, weights, dtype=torch.float64)
+    model = Elmo.load(options, weights, dtype=torch.float64, initial_state="zeros")
     model.bilm.clip_counter = counter = ClipCounter()
     clipped = model.embed(SENTENCES)
     assert counter.cell_clipped / counter.cell_total > 0.05, vars(counter)
@@ -65,7 +65,7 @@ def test_clipping_fires_and_matters(tmp_path):
     # The same weights without clipping give clearly different vectors: clipping is not optional.
     unclipped_config = _config(True, 2, "relu", False, True, 2)
     options2, weights2 = write_random_model(tmp_path / "n", unclipped_config, seed=7, lstm_scale=2.0)
-    unclipped = Elmo.load(options2, weights2, dtype=torch.float64).embed(SENTENCES)
+    unclipped = Elmo.load(options2, weights2, dtype=torch.float64, initial_state="zeros").embed(SENTENCES)
     assert max(np.abs(a - b).max() for a, b in zip(clipped, unclipped, strict=True)) > 0.1
     # And the reference (which clips) agrees with the clipped run.
     reference = ReferenceBiLm(options, weights)
@@ -76,7 +76,7 @@ def test_clipping_fires_and_matters(tmp_path):
 def test_stateful_carry_matches_reference(tmp_path):
     """Batches of one sentence, state carried: equals the oracle continuing from its own final state."""
     options, weights = write_random_model(tmp_path, _config(True, 1, "relu", True, True, 2), seed=3, lstm_scale=1.5)
-    model = Elmo.load(options, weights, dtype=torch.float64)
+    model = Elmo.load(options, weights, dtype=torch.float64, initial_state="zeros")
     reference = ReferenceBiLm(options, weights)
     state = None
     for sentence in SENTENCES:
