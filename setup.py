@@ -15,6 +15,9 @@ PIPELINE_REQUIRES = [
 TEST_REQUIRES = [
     "pytest==9.2.0",
     "ruff==0.17.6",
+    # the pipeline's output tests read the Parquet back with these
+    "pandas==3.1.1",
+    "lancedb==0.40.0",
 ]
 
 setup(

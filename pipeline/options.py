@@ -1,0 +1,92 @@
+"""The job's options: one ``PipelineOptions`` subclass (every Beam flag is accepted alongside)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+BUILTIN_MODEL = str(Path(__file__).resolve().parent.parent / "models" / "builtin-tiny")
+
+
+class EmbedOptions(PipelineOptions):
+    """Flags of the ELMo embedding job."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--input", help="Glob of input shards (.txt, .jsonl, optionally .gz); local, gs:// or s3://."
+        )
+        parser.add_argument("--output", default="output", help="Output prefix; a run writes under <output>/<run_id>/.")
+        parser.add_argument(
+            "--model",
+            default=BUILTIN_MODEL,
+            help="Model directory with options.json, weights.hdf5 and tokenizer.json (default: the built-in model).",
+        )
+        parser.add_argument(
+            "--run_id",
+            default=None,
+            help="Name of the run directory; default run-<hash of input, model fingerprint and settings>, so a "
+            "re-run with the same settings replaces the previous one.",
+        )
+        parser.add_argument(
+            "--input_format",
+            default="auto",
+            choices=["auto", "text", "jsonl"],
+            help="auto: .jsonl/.json/.ndjson shards are JSON lines, anything else plain text (one document per line).",
+        )
+        parser.add_argument("--id_field", default="id", help="JSON lines: field holding the document id.")
+        parser.add_argument("--text_field", default="text", help="JSON lines: field holding the document text.")
+        parser.add_argument(
+            "--max_document_bytes",
+            type=int,
+            default=1_000_000,
+            help="Lines longer than this (UTF-8 bytes) are dead-lettered as 'document too large' without being held.",
+        )
+        parser.add_argument(
+            "--layers",
+            default="average",
+            help="all | top | average | comma-separated pre-softmax mix weights (e.g. 0,0,1 or 1,1,1;gamma=0.5).",
+        )
+        parser.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="Stored vector type.")
+        parser.add_argument(
+            "--token_vectors", action="store_true", help="Also store every token's vector (the layer mix)."
+        )
+        parser.add_argument(
+            "--max_window_tokens",
+            type=int,
+            default=None,
+            help="Sentences longer than this are embedded as overlapping windows (default: tokenizer.json's "
+            "max_sentence_tokens).",
+        )
+        parser.add_argument(
+            "--window_overlap",
+            type=int,
+            default=None,
+            help="Tokens shared by consecutive windows (default: tokenizer.json's window_overlap).",
+        )
+        parser.add_argument(
+            "--max_batch_tokens", type=int, default=4096, help="Token budget of one inference batch (padded length)."
+        )
+        parser.add_argument("--max_batch_windows", type=int, default=512, help="Most windows in one inference batch.")
+        parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N.")
+        parser.add_argument(
+            "--large_model",
+            action="store_true",
+            help="Load one model per worker machine, shared by its SDK processes (e.g. one GPU).",
+        )
+        parser.add_argument(
+            "--model_copies", type=int, default=None, help="Exact number of model copies per worker machine."
+        )
+        parser.add_argument("--torch_threads", type=int, default=None, help="torch.set_num_threads in each worker.")
+        parser.add_argument(
+            "--num_shards", type=int, default=1, help="Files per output kind (fixed, so re-runs replace them)."
+        )
+
+
+def option_names() -> set[str]:
+    """The names (dests) of this job's own flags, without Beam's."""
+    parser = argparse.ArgumentParser(add_help=False)
+    EmbedOptions._add_argparse_args(parser)
+    return {action.dest for action in parser._actions}

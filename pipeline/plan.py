@@ -1,0 +1,101 @@
+"""What the launcher settles before building the graph: input files, model facts, run directory, manifest base."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from elmo import Elmo, LayerChoice
+from elmo.tokenize import TokenizerConfig
+from pipeline.options import EmbedOptions, option_names
+from transforms.files import glob_root, localize_directory, match_files, read_text
+from transforms.model_handler import MODEL_FILES
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything the graph needs that is known before it runs."""
+
+    files: list[tuple[str, int]]  # (path, bytes), sorted
+    root: str  # glob root: document ids are relative to it
+    tokenizer_json: str
+    max_window_tokens: int
+    window_overlap: int
+    fingerprint: str
+    output_dim: int  # 2P
+    n_layers: int  # L+1
+    layers: str  # normalised layer choice
+    run_id: str
+    run_dir: str
+
+    def manifest_base(self, opts: EmbedOptions, runner: str | None) -> dict[str, Any]:
+        """The manifest without its counts and outputs."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": self.run_id,
+            "runner": runner,
+            "options": {k: v for k, v in sorted(opts.get_all_options().items()) if k in option_names()},
+            "input": {"glob": opts.input, "root": self.root, "files": [{"path": p, "bytes": n} for p, n in self.files]},
+            "model": {
+                "dir": opts.model,
+                "fingerprint": self.fingerprint,
+                "output_dim": self.output_dim,
+                "n_layers": self.n_layers,
+                "layers": self.layers,
+                "dtype": opts.dtype,
+                "tokenizer": json.loads(self.tokenizer_json),
+                "max_window_tokens": self.max_window_tokens,
+                "window_overlap": self.window_overlap,
+            },
+        }
+
+
+def plan_run(opts: EmbedOptions) -> RunPlan:
+    """Matches the input glob, reads the model's tokenizer settings and fingerprint, and names the run directory.
+
+    Fails fast (before any worker starts) on a glob matching nothing, a model directory without its files, or
+    layer mix weights that do not fit the model.
+    """
+    if not opts.input:
+        raise ValueError("--input GLOB is required")
+    files = match_files(opts.input)
+    if not files:
+        raise ValueError(f"--input {opts.input!r} matches no file")
+    tokenizer_json = read_text(opts.model.rstrip("/") + "/tokenizer.json")
+    tokenizer = TokenizerConfig.from_json(tokenizer_json)
+    model = Elmo.from_directory(localize_directory(opts.model, MODEL_FILES), device="cpu")
+    choice = LayerChoice.parse(opts.layers)
+    if choice.kind == "weights" and len(choice.weights) != model.config.n_output_layers:
+        raise ValueError(f"--layers gives {len(choice.weights)} weights; the model has {model.config.n_output_layers}")
+    max_tokens = opts.max_window_tokens or tokenizer.max_sentence_tokens
+    overlap = tokenizer.window_overlap if opts.window_overlap is None else opts.window_overlap
+    settings = {
+        "input": opts.input,
+        "files": files,
+        "fingerprint": model.fingerprint,
+        "layers": str(choice),
+        "dtype": opts.dtype,
+        "token_vectors": opts.token_vectors,
+        "windows": [max_tokens, overlap],
+        "format": [opts.input_format, opts.id_field, opts.text_field, opts.max_document_bytes],
+        "num_shards": opts.num_shards,
+    }
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    run_id = opts.run_id or f"run-{digest}"
+    return RunPlan(
+        files=files,
+        root=glob_root(opts.input),
+        tokenizer_json=tokenizer_json,
+        max_window_tokens=max_tokens,
+        window_overlap=overlap,
+        fingerprint=model.fingerprint,
+        output_dim=model.config.output_dim,
+        n_layers=model.config.n_output_layers,
+        layers=str(choice),
+        run_id=run_id,
+        run_dir=opts.output.rstrip("/") + "/" + run_id,
+    )

@@ -1,0 +1,114 @@
+"""Entry point: ``python -m pipeline.run --input GLOB --output PREFIX [--model DIR] [Beam flags]``.
+
+Parse, plan, build, run, report. Without ``--runner`` the local ``FnApiRunner`` is chosen explicitly: Beam's
+default ``DirectRunner`` would first try to download the Prism runner binary (with no timeout).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from pipeline.options import EmbedOptions
+from pipeline.plan import RunPlan, plan_run
+from pipeline.summary import format_summary, summarize
+from transforms.assemble import AssembleSentences
+from transforms.dedup import DropDuplicateIds
+from transforms.embed import EmbedWindows
+from transforms.files import delete_if_exists
+from transforms.manifest import CountOutcomes, WriteManifest
+from transforms.model_handler import ElmoModelHandler
+from transforms.read import ReadDocuments
+from transforms.tokenize import TokenizeDocuments, WindowsOf
+from transforms.write import WriteErrors, WriteParquet, WriteVertexJsonl, embedding_schema
+
+LOCAL_RUNNER = "FnApiRunner"
+_LOG = logging.getLogger(__name__)
+
+
+def build_pipeline(p: beam.Pipeline, opts: EmbedOptions, plan: RunPlan) -> None:
+    """Adds the whole job to ``p``: read -> dedup -> tokenize -> embed -> assemble -> write -> manifest."""
+    documents, read_errors = p | "ReadDocuments" >> ReadDocuments(
+        [path for path, _ in plan.files],
+        plan.root,
+        opts.input_format,
+        opts.id_field,
+        opts.text_field,
+        opts.max_document_bytes,
+    )
+    unique, duplicates = documents | "DropDuplicateIds" >> DropDuplicateIds()
+    tokenized, tokenize_errors = unique | "TokenizeDocuments" >> TokenizeDocuments(
+        plan.tokenizer_json, plan.max_window_tokens, plan.window_overlap
+    )
+    handler = ElmoModelHandler(
+        opts.model,
+        layers=plan.layers,
+        device=opts.device,
+        max_batch_tokens=opts.max_batch_tokens,
+        max_batch_windows=opts.max_batch_windows,
+        expected_fingerprint=plan.fingerprint,
+        torch_threads=opts.torch_threads,
+        large_model=opts.large_model,
+        model_copies=opts.model_copies,
+    )
+    windows = tokenized | "WindowsOf" >> WindowsOf()
+    vectors, failed_windows = windows | "EmbedWindows" >> EmbedWindows(handler)
+    sentences, stats, embed_errors = {
+        "doc": tokenized,
+        "vectors": vectors,
+        "failed": failed_windows,
+    } | "AssembleSentences" >> AssembleSentences(plan.layers, opts.dtype, plan.fingerprint, opts.token_vectors)
+
+    errors = (read_errors, duplicates, tokenize_errors, embed_errors) | "AllErrors" >> beam.Flatten()
+    schema = embedding_schema(plan.output_dim, plan.n_layers, opts.dtype, plan.layers, opts.token_vectors)
+    written = {
+        "parquet": sentences
+        | "WriteParquet" >> WriteParquet(f"{plan.run_dir}/sentences/part", schema, opts.num_shards),
+        "vertex": sentences | "WriteVertexJsonl" >> WriteVertexJsonl(f"{plan.run_dir}/vertex/part", opts.num_shards),
+        "errors": errors | "WriteErrors" >> WriteErrors(f"{plan.run_dir}/errors/part", opts.num_shards),
+    }
+    counts = {
+        "documents": documents,
+        "read_errors": read_errors,
+        "stats": stats,
+        "failed": errors,
+    } | "CountOutcomes" >> CountOutcomes()
+    runner = p.options.view_as(StandardOptions).runner
+    _ = {"counts": counts, **written} | "WriteManifest" >> WriteManifest(plan.run_dir, plan.manifest_base(opts, runner))
+
+
+def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None):
+    """Runs the job to completion and returns the ``PipelineResult`` (its summary is logged and printed)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    options = PipelineOptions(argv)
+    if test_pipeline is None and options.view_as(StandardOptions).runner is None:
+        options.view_as(StandardOptions).runner = LOCAL_RUNNER
+    opts = options.view_as(EmbedOptions)
+    plan = plan_run(opts)
+    delete_if_exists(plan.run_dir)  # a re-run replaces the previous run, _SUCCESS included
+    p = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
+    build_pipeline(p, opts, plan)
+    _LOG.info("Embedding %d input files into %s", len(plan.files), plan.run_dir)
+    started = time.monotonic()
+    result = p.run()
+    result.wait_until_finish()
+    summary = summarize(plan.run_dir, result, time.monotonic() - started)
+    print(format_summary(summary), flush=True)
+    result.summary = summary  # for callers and tests
+    return result
+
+
+def main() -> None:
+    """Console entry: INFO logs for this project, warnings only from Beam."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    for name in ("pipeline", "transforms"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,2 @@
+"""Beam stages of the embedding pipeline, each a named composite ``PTransform`` (they import ``elmo``, never
+``pipeline``)."""

@@ -1,0 +1,145 @@
+"""RunInference's ``ModelHandler`` for the ELMo biLM: loads the model once per worker process and embeds padded,
+length-sorted batches of token windows."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from apache_beam.ml.inference.base import ModelHandler
+
+from elmo import Elmo, LayerChoice
+from transforms.files import localize_directory
+from transforms.metrics import counter
+from transforms.records import SentenceWindow, WindowVectors
+
+MODEL_FILES = ("options.json", "weights.hdf5")
+PROGRESS_EVERY_S = 10.0
+_LOG = logging.getLogger(__name__)
+
+
+def window_tokens(window: SentenceWindow) -> int:
+    """A window's weight in a batch: its token count (the batch budget is in tokens, not in sentences)."""
+    return len(window.tokens)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; other values are kept."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+class _Progress:
+    """Per-process totals behind the periodic progress log line (shared by the threads of a worker process)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.started = time.monotonic()
+        self.last_log = self.started
+        self.windows = self.tokens = self.slots = 0
+
+    def add(self, windows: int, tokens: int, slots: int) -> None:
+        with self.lock:
+            self.windows += windows
+            self.tokens += tokens
+            self.slots += slots
+            now = time.monotonic()
+            if now - self.last_log < PROGRESS_EVERY_S:
+                return
+            self.last_log = now
+            rate = self.tokens / max(now - self.started, 1e-9)
+            _LOG.info(
+                "ELMo progress (this worker process): %d windows, %d tokens embedded, %.0f tokens/s, padding %.1f%%",
+                self.windows,
+                self.tokens,
+                rate,
+                100.0 * (1 - self.tokens / max(self.slots, 1)),
+            )
+
+
+_PROGRESS = _Progress()
+
+
+class ElmoModelHandler(ModelHandler[SentenceWindow, WindowVectors, Elmo]):
+    """SentenceWindow batches -> WindowVectors, through one ``Elmo`` per worker process.
+
+    The stock PyTorch handler stacks inputs and cannot take sentences of different lengths; this one hands the
+    token lists to ``Elmo.embed``, which pads them (char ids, mask) into one (B, T_max) forward pass. Batches are
+    bounded by a token budget (``max_batch_tokens``, via ``max_batch_weight`` + ``element_size_fn``).
+    ``large_model``/``model_copies`` share the model across the SDK processes of a worker (for GPUs).
+    """
+
+    def __init__(
+        self,
+        model_dir: str,
+        layers: str = "average",
+        device: str = "auto",
+        max_batch_tokens: int = 4096,
+        max_batch_windows: int = 512,
+        expected_fingerprint: str | None = None,
+        torch_threads: int | None = None,
+        large_model: bool = False,
+        model_copies: int | None = None,
+    ):
+        super().__init__(
+            max_batch_size=max_batch_windows,
+            max_batch_weight=max_batch_tokens,
+            element_size_fn=window_tokens,
+            large_model=large_model,
+            model_copies=model_copies,
+        )
+        self._model_dir = model_dir
+        self._layers = str(LayerChoice.parse(layers))  # validates early; kept as text (cheap to pickle)
+        self._device = device
+        self._expected_fingerprint = expected_fingerprint
+        self._torch_threads = torch_threads
+        self._padding_slots = counter("padding_token_slots")
+        self._batch_slots = counter("batch_token_slots")
+        self._batches = counter("batches")
+
+    def load_model(self) -> Elmo:
+        """Loads options.json + weights.hdf5 (copied locally first when remote) onto the resolved device."""
+        if self._torch_threads:
+            torch.set_num_threads(self._torch_threads)
+        local = localize_directory(self._model_dir, MODEL_FILES)
+        model = Elmo.from_directory(local, device=resolve_device(self._device))
+        if self._expected_fingerprint and model.fingerprint != self._expected_fingerprint:
+            raise RuntimeError(
+                f"model in {self._model_dir} has fingerprint {model.fingerprint}, "
+                f"the job was launched for {self._expected_fingerprint}"
+            )
+        model.bilm.requires_grad_(False)  # needed to share it across processes (large_model / model_copies)
+        return model
+
+    def run_inference(
+        self,
+        batch: Sequence[SentenceWindow],
+        model: Elmo,
+        inference_args: dict[str, Any] | None = None,
+    ) -> Iterable[WindowVectors]:
+        """One padded forward pass over the batch; the chosen layer mix is applied per window."""
+        token_lists = [list(w.tokens) for w in batch]
+        outputs = model.embed(token_lists, layers=self._layers, batch_size=max(len(batch), 1))
+        lengths = [len(t) for t in token_lists]
+        slots = len(lengths) * max(lengths, default=0)  # positions of the padded (B, T_max) batch
+        self._batches.inc()
+        self._batch_slots.inc(slots)
+        self._padding_slots.inc(slots - sum(lengths))
+        _PROGRESS.add(len(batch), sum(lengths), slots)
+        return [
+            WindowVectors(w.doc_id, w.sentence_index, w.window_index, vectors)
+            for w, vectors in zip(batch, outputs, strict=True)
+        ]
+
+    def get_num_bytes(self, batch: Sequence[SentenceWindow]) -> int:
+        """Input size for RunInference's byte metric: the UTF-8 bytes of the tokens."""
+        return sum(len(t.encode("utf-8")) for w in batch for t in w.tokens)
+
+    def get_metrics_namespace(self) -> str:
+        """RunInference's own metrics (num_inferences, latencies, model load time) go under this namespace."""
+        return "ElmoRunInference"

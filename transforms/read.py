@@ -1,0 +1,184 @@
+"""Reading input shards into documents: plain text (one document per line) or JSON lines, gzip or not."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.files import relative_source
+from transforms.metrics import counter
+from transforms.records import Document, DocumentError, RawLine, error_record, exception_reason
+
+READ_CHUNK_BYTES = 1 << 20
+JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
+INPUT_FORMATS = ("auto", "text", "jsonl")
+
+
+def is_json_lines(path: str, input_format: str) -> bool:
+    """Whether a shard is read as JSON lines: by ``input_format``, or for ``auto`` by its suffix (.gz ignored)."""
+    if input_format != "auto":
+        return input_format == "jsonl"
+    name = path.removesuffix(".gz").removesuffix(".bz2").removesuffix(".zst")
+    return name.endswith(JSON_SUFFIXES)
+
+
+def iter_lines(chunks: Iterator[bytes], max_bytes: int) -> Iterator[tuple[bytes | None, int]]:
+    """Splits a byte stream into lines: ``(line, n_bytes)``, ``line`` None when longer than ``max_bytes``.
+
+    Lines end at ``\\n`` (a trailing ``\\r`` is dropped); an over-long line is skipped without being held in memory.
+    """
+    parts: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        pos = 0
+        while pos < len(chunk):
+            nl = chunk.find(b"\n", pos)
+            piece = chunk[pos:] if nl < 0 else chunk[pos:nl]
+            size += len(piece)
+            if size <= max_bytes:
+                parts.append(piece)
+            if nl < 0:
+                break
+            yield _finish(parts, size, max_bytes)
+            parts, size = [], 0
+            pos = nl + 1
+    if size or parts:
+        yield _finish(parts, size, max_bytes)
+
+
+def _finish(parts: list[bytes], size: int, max_bytes: int) -> tuple[bytes | None, int]:
+    if size > max_bytes:
+        return None, size
+    line = b"".join(parts)
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    return line, len(line)
+
+
+class _ReadLinesFn(beam.DoFn):
+    """shard path -> RawLine per non-blank line; an unreadable shard -> tagged ``unreadable`` error record."""
+
+    def __init__(self, root: str, input_format: str, max_document_bytes: int):
+        self._root = root
+        self._format = input_format
+        self._max_bytes = max_document_bytes
+        self._lines = counter("lines_read")
+        self._blank = counter("blank_lines_skipped")
+        self._bad_files = counter("files_unreadable")
+
+    def process(self, path: str):
+        source = relative_source(path, self._root)
+        json_lines = is_json_lines(path, self._format)
+        line_no = 0
+        try:
+            with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as f:
+                for data, n_bytes in iter_lines(iter(lambda: f.read(READ_CHUNK_BYTES), b""), self._max_bytes):
+                    line_no += 1
+                    self._lines.inc()
+                    if data is not None and not data.strip():
+                        self._blank.inc()
+                        continue
+                    yield RawLine(source, line_no, data, n_bytes, json_lines)
+        except Exception as exc:  # a corrupt or vanished shard: the rest of it is one failed "document"
+            self._bad_files.inc()
+            reason = f"unreadable shard after line {line_no}: {type(exc).__name__}: {exc}"
+            yield beam.pvalue.TaggedOutput("unreadable", error_record("read", reason, None, source, line_no + 1))
+
+
+def parse_line(raw: RawLine, max_document_bytes: int, id_field: str, text_field: str) -> Document:
+    """A raw line -> a Document, or raises DocumentError with the reason."""
+    if raw.data is None:
+        raise DocumentError(f"document too large: {raw.n_bytes} bytes > --max_document_bytes={max_document_bytes}")
+    try:
+        line = raw.data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DocumentError(f"invalid UTF-8 at byte {exc.start}") from None
+    if raw.line == 1:
+        line = line.removeprefix("\ufeff")
+    if "\x00" in line:
+        raise DocumentError(f"NUL byte at character {line.index(chr(0))} (binary data?)")
+    doc_id = f"{raw.source}:{raw.line}"
+    if not raw.json_lines:
+        return Document(doc_id, line, raw.source, raw.line)
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DocumentError(f"malformed JSON: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(record, dict):
+        raise DocumentError(f"a JSON line must be an object, not {type(record).__name__}")
+    text = record.get(text_field)
+    if not isinstance(text, str):
+        raise DocumentError(f"no string {text_field!r} field")
+    if not text.strip():
+        raise DocumentError("empty document")
+    own_id = record.get(id_field)
+    if own_id is not None:
+        if not isinstance(own_id, str | int) or isinstance(own_id, bool) or own_id == "":
+            raise DocumentError(f"{id_field!r} must be a non-empty string or an integer")
+        doc_id = str(own_id)
+    if "\x00" in text:
+        raise DocumentError(f"NUL character at {text.index(chr(0))} of {text_field!r} (binary data?)")
+    try:
+        (text + doc_id).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DocumentError(f"unpaired surrogate \\u{ord(exc.object[exc.start]):04x} in a JSON string") from None
+    return Document(doc_id, text, raw.source, raw.line)
+
+
+def raw_line_error(bad: tuple[RawLine, tuple]) -> dict:
+    """A dead-lettered RawLine -> its error record."""
+    raw, exc_info = bad
+    excerpt = raw.data.decode("utf-8", "replace") if raw.data is not None else ""
+    return error_record("parse", exception_reason(exc_info), f"{raw.source}:{raw.line}", raw.source, raw.line, excerpt)
+
+
+class ReadDocuments(beam.PTransform):
+    """PBegin -> (PCollection[Document], PCollection[dict error record]).
+
+    Reads every shard in ``files`` (compression from the suffix), one document per non-blank line. Plain-text
+    documents get the id ``<shard path relative to root>:<line>``; JSON lines use their ``id_field`` when present.
+    Lines that cannot become a document (too large, invalid UTF-8, NUL bytes, malformed JSON, no text) and
+    unreadable shards become error records; blank lines are skipped (counter ``blank_lines_skipped``).
+    """
+
+    def __init__(
+        self,
+        files: Sequence[str],
+        root: str,
+        input_format: str = "auto",
+        id_field: str = "id",
+        text_field: str = "text",
+        max_document_bytes: int = 1_000_000,
+    ):
+        super().__init__()
+        if input_format not in INPUT_FORMATS:
+            raise ValueError(f"input_format must be one of {INPUT_FORMATS}, not {input_format!r}")
+        self._files = list(files)
+        self._root = root
+        self._format = input_format
+        self._id_field = id_field
+        self._text_field = text_field
+        self._max_bytes = max_document_bytes
+
+    def expand(self, pbegin):
+        lines = (
+            pbegin
+            | "ListShards" >> beam.Create(self._files)
+            | "SpreadShards" >> beam.Reshuffle()
+            | "ReadLines"
+            >> beam.ParDo(_ReadLinesFn(self._root, self._format, self._max_bytes)).with_outputs(
+                "unreadable", main="lines"
+            )
+        )
+        documents, bad = (
+            lines.lines
+            | "ParseLines"
+            >> beam.Map(parse_line, self._max_bytes, self._id_field, self._text_field).with_exception_handling()
+        )
+        parse_errors = bad | "ParseErrors" >> beam.Map(raw_line_error)
+        errors = (parse_errors, lines.unreadable) | "ReadErrors" >> beam.Flatten()
+        return documents, errors
