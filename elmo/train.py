@@ -1,0 +1,337 @@
+"""``python -m elmo.train``: train a biLM (Peters et al. 2018) and export it in the official layout.
+
+Objective: forward and backward LMs over the shared char-CNN token encoder, jointly minimising the mean of both
+negative log likelihoods with one softmax shared across directions (bilm-tf). Recipe (bilm-tf, ``--recipe
+bilm-tf``): sampled softmax, dropout 0.1, Adagrad lr 0.2, global-norm gradient clipping at 10, windows of 20
+unrolled steps with the LSTM state carried between windows. Documented deviations: fused unclipped LSTMs (see
+``elmo.lm_model``) and, by default, Adam (``--optimizer adam``), which converges faster on short CPU budgets.
+
+Resume is exact: every step re-seeds the RNG from (seed, step), the data window is a function of the step, and
+checkpoints hold the model, optimizer, carried LSTM state and step, so a resumed run's loss curve equals an
+uninterrupted one. Multi-GPU: ``torchrun --nproc_per_node=N -m elmo.train ...`` (DDP; each rank reads its own
+lanes of the stream). On CPU a single process (DDP with gloo works too, for tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from elmo.config import CharCNNConfig, ElmoConfig, LSTMConfig
+from elmo.lm_data import PackedCorpus, WindowBatcher, read_sentences
+from elmo.lm_model import TrainableBiLm, export_bilm
+from elmo.vocab import Vocabulary
+from elmo.weights import save_weights
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved in every checkpoint)."""
+
+    train: str = ""  # glob of training shards (one tokenized sentence per line)
+    heldout: str = ""  # glob of held-out shards
+    vocab: str = ""  # bilm-tf vocabulary file
+    out: str = "runs/bilm"  # checkpoint and export directory
+    batch_size: int = 64  # lanes per process
+    unroll_steps: int = 20  # W
+    max_steps: int = 1000
+    n_negative_samples: int = 4096  # 0 = full softmax
+    dropout: float = 0.1
+    optimizer: str = "adam"  # adam | adagrad (bilm-tf)
+    learning_rate: float = 2e-3
+    clip_norm: float = 10.0
+    seed: int = 0
+    checkpoint_every: int = 200
+    eval_every: int = 500
+    eval_tokens: int = 200_000  # cap on held-out tokens per evaluation (per direction)
+    log_every: int = 20
+    threads: int = 0  # torch threads on CPU (0 = torch default)
+    max_hours: float = 0.0  # stop (after a checkpoint) when this much wall time has passed; 0 = no limit
+    model: dict = field(default_factory=dict)  # options.json of the model
+
+
+def small_english_config() -> ElmoConfig:
+    """The built-in model's shape: sized for fast CPU inference (2P = 256)."""
+    return ElmoConfig(
+        char_cnn=CharCNNConfig(embedding_dim=16, filters=[[1, 32], [2, 32], [3, 64], [4, 128], [5, 256]], n_highway=1),
+        lstm=LSTMConfig(
+            dim=512, projection_dim=128, n_layers=2, cell_clip=None, proj_clip=None, use_skip_connections=True
+        ),
+    )
+
+
+class Trainer:
+    """Owns the model, optimizer, data and carried state of one process of a training run."""
+
+    def __init__(self, config: TrainConfig, device: torch.device):
+        self.config = config
+        self.device = device
+        self.rank = dist.get_rank() if dist.is_initialized() else 0
+        self.world = dist.get_world_size() if dist.is_initialized() else 1
+        self.vocab = Vocabulary.load(config.vocab)
+        self.model_config = ElmoConfig.from_dict(config.model)
+        torch.manual_seed(config.seed)
+        self.model = TrainableBiLm(self.model_config, len(self.vocab), config.dropout).to(device)
+        self.ddp = DistributedDataParallel(self.model) if self.world > 1 else None
+        if config.optimizer == "adagrad":
+            self.optimizer = torch.optim.Adagrad(
+                self.model.parameters(), lr=config.learning_rate, initial_accumulator_value=1.0
+            )
+        elif config.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
+        else:
+            raise ValueError(f"unknown optimizer {config.optimizer!r}")
+        corpus = PackedCorpus(read_sentences(config.train), self.vocab, shuffle_seed=config.seed)
+        self.batcher = WindowBatcher(corpus, config.batch_size, config.unroll_steps, self.rank, self.world)
+        self.state = self.model.zero_state(config.batch_size)
+        self.step = 0
+        self.history: list[dict] = []
+
+    # -- checkpoints -------------------------------------------------------------------------------------------
+    def checkpoint_path(self) -> Path:
+        """Where this rank's latest checkpoint lives."""
+        return Path(self.config.out) / f"checkpoint-rank{self.rank}.pt"
+
+    def save_checkpoint(self) -> None:
+        """Writes {config, state_dict, optimizer, step, carried state, history} atomically."""
+        path = self.checkpoint_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(
+            {
+                "config": asdict(self.config),
+                "state_dict": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "step": self.step,
+                "lstm_state": [t.cpu() for t in self.state],
+                "history": self.history,
+            },
+            tmp,
+        )
+        os.replace(tmp, path)
+
+    def load_checkpoint(self) -> bool:
+        """Restores the latest checkpoint if there is one; returns whether it did."""
+        path = self.checkpoint_path()
+        if not path.exists():
+            return False
+        saved = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(saved["state_dict"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.step = saved["step"]
+        self.state = tuple(t.to(self.device) for t in saved["lstm_state"])
+        self.history = saved["history"]
+        return True
+
+    # -- training ----------------------------------------------------------------------------------------------
+    def train_step(self) -> float:
+        """One window of both directions; returns the mean of the two directions' losses."""
+        config = self.config
+        torch.manual_seed(config.seed * 1_000_003 + self.step * 7919 + self.rank)  # exact resume
+        if self.step > 0 and self.batcher.epoch_of(self.step) != self.batcher.epoch_of(self.step - 1):
+            self.state = self.model.zero_state(config.batch_size)
+        batch = self.batcher.batch(self.step)
+        to = lambda a: torch.from_numpy(a).to(self.device)  # noqa: E731
+        self.model.train()
+        network = self.ddp or self.model
+        tops, h, c = network(to(batch.forward_chars), to(batch.backward_chars), self.state)  # (2, B, W, P)
+        self.state = (h.detach(), c.detach())
+        losses = []
+        for direction, targets in enumerate((batch.forward_targets, batch.backward_targets)):
+            top = tops[direction].reshape(-1, tops.shape[-1])
+            flat_targets = to(targets).reshape(-1)
+            if config.n_negative_samples:
+                losses.append(self.model.sampled_softmax_loss(top, flat_targets, config.n_negative_samples))
+            else:
+                losses.append(self.model.full_softmax_loss(top, flat_targets))
+        loss = 0.5 * (losses[0] + losses[1])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_norm)
+        self.optimizer.step()
+        self.step += 1
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Held-out perplexity per direction (full softmax, state carried over one lane of the held-out text)."""
+        self.model.eval()
+        corpus = PackedCorpus(read_sentences(self.config.heldout), self.vocab, shuffle_seed=None)
+        unroll = self.config.unroll_steps
+        total = {0: 0.0, 1: 0.0}
+        count = 0
+        h, c = self.model.zero_state(1)
+        limit = min(corpus.n_tokens - 1, self.config.eval_tokens)
+        for start in range(0, limit - unroll + 1, unroll):
+            ids = {0: corpus.forward_stream, 1: corpus.backward_stream}
+            new_h, new_c = [], []
+            for direction in (0, 1):
+                window = ids[direction][start : start + unroll + 1]
+                chars = torch.from_numpy(corpus.type_chars[window[:-1]]).unsqueeze(0).to(self.device)
+                targets = torch.from_numpy(corpus.type_targets[window[1:]]).to(self.device)
+                layers, h_d, c_d = self.model.run_direction(direction, chars, h[direction], c[direction])
+                total[direction] += float(self.model.full_softmax_loss(layers[-1][0], targets)) * unroll
+                new_h.append(h_d)
+                new_c.append(c_d)
+            h, c = torch.stack(new_h), torch.stack(new_c)
+            count += unroll
+        return {
+            "forward_perplexity": math.exp(total[0] / count),
+            "backward_perplexity": math.exp(total[1] / count),
+            "heldout_tokens": count,
+        }
+
+    def run(self) -> None:
+        """Trains to ``max_steps`` (or ``max_hours``), logging, evaluating and checkpointing as configured."""
+        config = self.config
+        resumed = self.load_checkpoint()
+        if self.rank == 0:
+            print(
+                f"{'resumed at' if resumed else 'starting at'} step {self.step}; {self.batcher.corpus.n_tokens:,} "
+                f"tokens/direction, {self.batcher.steps_per_epoch} steps/epoch, vocab {len(self.vocab):,}",
+                file=sys.stderr,
+            )
+        started = time.perf_counter()
+        first_step = self.step
+        tokens_per_step = config.batch_size * config.unroll_steps * self.world
+        while self.step < config.max_steps:
+            loss = self.train_step()
+            record = {"step": self.step, "loss": loss}
+            elapsed = time.perf_counter() - started
+            if self.step % config.eval_every == 0 or self.step == config.max_steps:
+                if config.heldout and self.rank == 0:
+                    record.update(self.evaluate())
+            self.history.append(record)
+            if self.rank == 0 and (self.step % config.log_every == 0 or "forward_perplexity" in record):
+                rate = (self.step - first_step) * tokens_per_step / max(elapsed, 1e-9)
+                eta = (config.max_steps - self.step) * tokens_per_step / max(rate, 1e-9)
+                extra = ""
+                if "forward_perplexity" in record:
+                    extra = (
+                        f" | held-out ppl fwd {record['forward_perplexity']:.1f} "
+                        f"bwd {record['backward_perplexity']:.1f}"
+                    )
+                print(
+                    f"step {self.step}/{config.max_steps} ({100 * self.step / config.max_steps:.1f}%) | "
+                    f"loss {loss:.3f} | {rate:,.0f} tokens/s | ETA {eta / 60:.1f} min{extra}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            out_of_time = config.max_hours and elapsed > config.max_hours * 3600
+            if self.step % config.checkpoint_every == 0 or self.step == config.max_steps or out_of_time:
+                self.save_checkpoint()
+            if out_of_time:
+                print(f"stopping at step {self.step}: --max-hours reached", file=sys.stderr)
+                break
+
+    def export(self, directory: str) -> None:
+        """Writes options.json, weights.hdf5 and vocab.txt in the official layout, plus training.json."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        bilm = export_bilm(self.model.cpu().float())
+        (out / "options.json").write_text(self.model_config.to_json() + "\n")
+        save_weights(bilm, str(out / "weights.hdf5"))
+        self.vocab.save(str(out / "vocab.txt"))
+        summary = {
+            "config": asdict(self.config),
+            "steps": self.step,
+            "history_tail": self.history[-5:],
+            "evaluations": [r for r in self.history if "forward_perplexity" in r],
+        }
+        (out / "training.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line flags (each maps to a ``TrainConfig`` field)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m elmo.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    defaults = TrainConfig()
+    parser.add_argument("--train", required=True, help="glob of training shards (local, gs://, s3://)")
+    parser.add_argument("--heldout", default="", help="glob of held-out shards for perplexity")
+    parser.add_argument("--vocab", required=True, help="vocabulary file (bilm-tf format)")
+    parser.add_argument("--out", default=defaults.out, help="checkpoint directory")
+    parser.add_argument("--export", default="", help="export the model here when training ends")
+    parser.add_argument("--options", default="", help="options.json of the model to train (default: small)")
+    parser.add_argument(
+        "--recipe",
+        choices=["default", "bilm-tf"],
+        default="default",
+        help="bilm-tf = Adagrad lr 0.2, 8192 negatives, batch 128 (the published recipe)",
+    )
+    for name in (
+        "batch_size",
+        "unroll_steps",
+        "max_steps",
+        "n_negative_samples",
+        "seed",
+        "checkpoint_every",
+        "eval_every",
+        "eval_tokens",
+        "log_every",
+        "threads",
+    ):
+        parser.add_argument(
+            "--" + name.replace("_", "-"), type=int, default=None, help=f"default {getattr(defaults, name)}"
+        )
+    for name in ("dropout", "learning_rate", "clip_norm", "max_hours"):
+        parser.add_argument(
+            "--" + name.replace("_", "-"), type=float, default=None, help=f"default {getattr(defaults, name)}"
+        )
+    parser.add_argument("--optimizer", choices=["adam", "adagrad"], default=None, help="default adam")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Flags -> TrainConfig (recipe defaults first, explicit flags override)."""
+    config = TrainConfig(train=args.train, heldout=args.heldout, vocab=args.vocab, out=args.out)
+    if args.recipe == "bilm-tf":
+        config.optimizer, config.learning_rate, config.n_negative_samples, config.batch_size = "adagrad", 0.2, 8192, 128
+    for name in asdict(config):
+        value = getattr(args, name, None)
+        if value is not None and name not in ("train", "heldout", "vocab", "out"):
+            setattr(config, name, value)
+    model = ElmoConfig.from_json(args.options) if args.options else small_english_config()
+    config.model = model.to_dict()
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Trains (resuming from ``--out`` if a checkpoint is there), then exports if ``--export`` is given."""
+    args = build_parser().parse_args(argv)
+    config = config_from_args(args)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = torch.device(args.device)
+    if world > 1:
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend)
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+    trainer = Trainer(config, device)
+    trainer.run()
+    if args.export and trainer.rank == 0:
+        trainer.export(args.export)
+        print(f"exported to {args.export}", file=sys.stderr)
+    if world > 1:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    sys.exit(main())

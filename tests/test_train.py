@@ -1,0 +1,194 @@
+"""Training: the loss falls, resume is exact, the export loads back with identical outputs, DDP runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from elmo import Elmo
+from elmo.chars import batch_to_ids
+from elmo.train import main as train_main
+from elmo.vocab import Vocabulary
+from tests.conftest import GOLDEN
+
+TINY_OPTIONS = {
+    "lstm": {
+        "dim": 32,
+        "projection_dim": 16,
+        "n_layers": 2,
+        "cell_clip": None,
+        "proj_clip": None,
+        "use_skip_connections": True,
+    },
+    "char_cnn": {
+        "embedding": {"dim": 4},
+        "filters": [[1, 8], [2, 8], [3, 16]],
+        "n_highway": 1,
+        "activation": "relu",
+        "n_characters": 262,
+        "max_characters_per_token": 50,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    """Train/held-out shards and a vocabulary built from the fixture sentences."""
+    root = tmp_path_factory.mktemp("corpus")
+    lists = json.loads((GOLDEN / "skip" / "sentences.json").read_text())
+    sentences = [s for part in lists for s in part]
+    (root / "train-0.txt").write_text("\n".join(sentences[:20] * 4) + "\n")
+    (root / "train-1.txt").write_text("\n".join(sentences[20:] * 4) + "\n")
+    (root / "heldout.txt").write_text("\n".join(sentences[:3]) + "\n")
+    Vocabulary.build([s.split() for s in sentences], min_count=2).save(str(root / "vocab.txt"))
+    (root / "options.json").write_text(json.dumps(TINY_OPTIONS))
+    return root
+
+
+def _train(corpus, out, steps, *extra) -> list[dict]:
+    argv = [
+        "--train",
+        str(corpus / "train-*.txt"),
+        "--heldout",
+        str(corpus / "heldout.txt"),
+        "--vocab",
+        str(corpus / "vocab.txt"),
+        "--options",
+        str(corpus / "options.json"),
+        "--out",
+        str(out),
+        "--batch-size",
+        "4",
+        "--unroll-steps",
+        "10",
+        "--max-steps",
+        str(steps),
+        "--n-negative-samples",
+        "32",
+        "--checkpoint-every",
+        "5",
+        "--eval-every",
+        "1000",
+        "--log-every",
+        "1000",
+        "--threads",
+        "1",
+        *extra,
+    ]
+    assert train_main(argv) == 0
+    return torch.load(out / "checkpoint-rank0.pt", weights_only=False)["history"]
+
+
+def test_loss_falls_and_resume_is_exact(tiny_corpus, tmp_path):
+    straight = _train(tiny_corpus, tmp_path / "a", 40, "--learning-rate", "0.01")
+    losses = [r["loss"] for r in straight]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5, losses
+    assert straight[-1]["forward_perplexity"] < straight[-1]["backward_perplexity"] * 2  # both evaluated
+    # Interrupted at step 15 (checkpoint), then resumed to 40: the same loss curve, exactly.
+    _train(tiny_corpus, tmp_path / "b", 15, "--learning-rate", "0.01")
+    resumed = _train(tiny_corpus, tmp_path / "b", 40, "--learning-rate", "0.01")
+    assert [r["loss"] for r in resumed] == losses
+
+
+def test_full_softmax_and_adagrad_recipe_train(tiny_corpus, tmp_path):
+    history = _train(
+        tiny_corpus, tmp_path, 20, "--n-negative-samples", "0", "--optimizer", "adagrad", "--learning-rate", "0.2"
+    )
+    assert history[-1]["loss"] < history[0]["loss"]
+
+
+def test_export_loads_back_with_identical_outputs(tiny_corpus, tmp_path):
+    from elmo.lm_model import TrainableBiLm
+
+    _train(tiny_corpus, tmp_path / "run", 10)
+    assert (
+        train_main(
+            [
+                "--train",
+                str(tiny_corpus / "train-*.txt"),
+                "--vocab",
+                str(tiny_corpus / "vocab.txt"),
+                "--options",
+                str(tiny_corpus / "options.json"),
+                "--out",
+                str(tmp_path / "run"),
+                "--max-steps",
+                "10",
+                "--batch-size",
+                "4",
+                "--unroll-steps",
+                "10",
+                "--export",
+                str(tmp_path / "export"),
+            ]
+        )
+        == 0
+    )
+    exported = Elmo.load(
+        tmp_path / "export" / "options.json",
+        tmp_path / "export" / "weights.hdf5",
+        initial_state="zeros",
+        dtype=torch.float64,
+    )
+    saved = torch.load(tmp_path / "run" / "checkpoint-rank0.pt", weights_only=False)
+    trained = TrainableBiLm(exported.config, saved["state_dict"]["softmax_bias"].shape[0])
+    trained.load_state_dict(saved["state_dict"])
+    trained = trained.double().eval()
+    sentence = ["The", "unseen", "words", "still", "embed", "."]
+    ids = torch.from_numpy(batch_to_ids([["<S>", *sentence, "</S>"]]))  # (1, T+2, C)
+    with torch.no_grad():
+        h, c = trained.zero_state(1)
+        forward, _, _ = trained.run_direction(0, ids, h[0], c[0])
+        backward, _, _ = trained.run_direction(1, ids.flip(1), h[1], c[1])
+    expected = np.stack(
+        [torch.cat([f, b.flip(1)], -1)[0, 1:-1].numpy() for f, b in zip(forward, backward, strict=True)]
+    )
+    # float64 compute; only the float32 storage of the summed biases differs (~1e-7 relative)
+    np.testing.assert_allclose(exported.embed_sentence(sentence), expected, rtol=0, atol=1e-6)
+    assert (tmp_path / "export" / "vocab.txt").read_text().startswith("<S>\n</S>\n<UNK>\n")
+
+
+def test_two_process_ddp_on_cpu(tiny_corpus, tmp_path):
+    """torchrun with 2 CPU processes (gloo): both ranks train and keep identical parameters."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "elmo.train",
+        "--train",
+        str(tiny_corpus / "train-*.txt"),
+        "--vocab",
+        str(tiny_corpus / "vocab.txt"),
+        "--options",
+        str(tiny_corpus / "options.json"),
+        "--out",
+        str(tmp_path),
+        "--batch-size",
+        "2",
+        "--unroll-steps",
+        "10",
+        "--max-steps",
+        "6",
+        "--n-negative-samples",
+        "16",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+    ]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"checkpoint-rank{r}.pt", weights_only=False) for r in (0, 1)]
+    assert ranks[0]["step"] == ranks[1]["step"] == 6
+    for name, value in ranks[0]["state_dict"].items():
+        torch.testing.assert_close(value, ranks[1]["state_dict"][name], msg=name)
