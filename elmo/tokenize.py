@@ -62,7 +62,7 @@ _TOKEN_RE = re.compile(
   | (?P<ellipsis>\.{2,}|…)
   | (?P<dash>-{2,}|—|–)
   | (?P<bang>[!?]+)
-  | (?P<other>[^\s])
+  | (?P<other>[^\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff])
     """,
     re.VERBOSE,
 )

@@ -28,6 +28,7 @@ class RunPlan:
     fingerprint: str
     output_dim: int  # 2P
     n_layers: int  # L+1
+    initial_state: str  # the model's deterministic initial LSTM state (elmo.api), recorded in the manifest
     layers: str  # normalised layer choice
     run_id: str
     run_dir: str
@@ -45,6 +46,7 @@ class RunPlan:
                 "fingerprint": self.fingerprint,
                 "output_dim": self.output_dim,
                 "n_layers": self.n_layers,
+                "initial_state": self.initial_state,
                 "layers": self.layers,
                 "dtype": opts.dtype,
                 "tokenizer": json.loads(self.tokenizer_json),
@@ -77,6 +79,7 @@ def plan_run(opts: EmbedOptions) -> RunPlan:
         "input": opts.input,
         "files": files,
         "fingerprint": model.fingerprint,
+        "initial_state": model.initial_state_name,
         "layers": str(choice),
         "dtype": opts.dtype,
         "token_vectors": opts.token_vectors,
@@ -95,6 +98,7 @@ def plan_run(opts: EmbedOptions) -> RunPlan:
         fingerprint=model.fingerprint,
         output_dim=model.config.output_dim,
         n_layers=model.config.n_output_layers,
+        initial_state=model.initial_state_name,
         layers=str(choice),
         run_id=run_id,
         run_dir=opts.output.rstrip("/") + "/" + run_id,

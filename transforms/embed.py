@@ -7,13 +7,13 @@ from apache_beam.ml.inference.base import RunInference
 from apache_beam.transforms.util import SortAndBatchElements
 
 from transforms.model_handler import ElmoModelHandler
-from transforms.records import SentenceWindow
+from transforms.records import SentenceWindow, exception_reason
 
 
 def failed_batch_windows(bad: tuple) -> list[tuple[str, str]]:
     """RunInference's failed ``(batch, exception)`` -> ``(doc_id, reason)`` for every window of the batch."""
-    batch, exc = bad
-    reason = f"inference failed: {type(exc).__name__}: {exc}"
+    batch, exc_info = bad  # exc_info: (type, repr, traceback lines), as with_exception_handling gives it
+    reason = f"inference failed: {exception_reason(exc_info)}"
     return [(w.doc_id, reason) for w in batch]
 
 
