@@ -1,8 +1,8 @@
 """Builds the biLM training corpus: ``python -m corpus.build --out DIR``.
 
 Fetches every selected source (see ``corpus.sources``), cleans it into paragraphs, splits and tokenizes sentences,
-drops sentences outside 3..250 tokens and exact duplicates (first source wins), caps each source's tokens, holds out
-a fixed hash slice of sentences, and writes:
+drops sentences outside 3..250 tokens, sentences with too few words, and exact duplicates (first source wins),
+caps each source's tokens, holds out a fixed hash slice of sentences, and writes:
 
 * ``train-00000-of-000NN.txt`` and ``heldout-00000-of-00001.txt``: one sentence per line, tokens separated by one
   space, lines assigned to shards and ordered by a hash of the line (so shards mix sources and re-runs are
@@ -36,6 +36,7 @@ from corpus.text import (
     Deduplicator,
     SentenceSplitter,
     is_heldout,
+    is_prose,
     keep_length,
     sample_by_hash,
     sentence_hash,
@@ -55,6 +56,7 @@ class SourceStats:
     paragraphs: int = 0
     sentences: int = 0  # after splitting, before any filter
     dropped_length: int = 0
+    dropped_noise: int = 0  # fewer than 2 word tokens, or under a third of the tokens
     dropped_duplicate: int = 0
     dropped_cap: int = 0
     kept_sentences: int = 0
@@ -103,8 +105,11 @@ def collect(source: Source, cache: Path, splitter: SentenceSplitter, dedup: Dedu
     stats.raw_words = sum(len(p.split()) for p in paragraphs)
     for line in sentences(paragraphs, splitter):
         stats.sentences += 1
-        if not keep_length(line.split(" ")):
+        tokens = line.split(" ")
+        if not keep_length(tokens):
             stats.dropped_length += 1
+        elif not is_prose(tokens):
+            stats.dropped_noise += 1
         elif not dedup.first_time(line):
             stats.dropped_duplicate += 1
         else:

@@ -49,6 +49,15 @@ def keep_length(tokens: list[str], min_tokens: int = MIN_TOKENS, max_tokens: int
     return min_tokens <= len(tokens) <= max_tokens
 
 
+def is_prose(tokens: list[str], min_words: int = 2, min_share: float = 1 / 3) -> bool:
+    """Whether a sentence has words: at least ``min_words`` tokens holding a letter, and that share of all tokens.
+
+    Drops leftovers such as ``23 ) .``, ``* * *`` or ``: - (`` that survive the line-level noise filter.
+    """
+    words = sum(any(c.isalpha() for c in tok) for tok in tokens)
+    return words >= min_words and words >= min_share * len(tokens)
+
+
 def sentence_hash(line: str) -> int:
     """A stable 64-bit hash of a sentence line (BLAKE2b), the same on every machine and Python run."""
     return int.from_bytes(hashlib.blake2b(line.encode("utf-8"), digest_size=8).digest(), "big")

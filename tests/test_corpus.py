@@ -18,6 +18,7 @@ from corpus.text import (
     Deduplicator,
     SentenceSplitter,
     is_heldout,
+    is_prose,
     keep_length,
     sample_by_hash,
     sentence_hash,
@@ -176,6 +177,13 @@ def test_keep_length_bounds():
     assert not keep_length(["x"] * 251)
 
 
+def test_is_prose_drops_symbol_and_number_leftovers():
+    assert is_prose("The cat sat .".split())
+    assert is_prose("In 1790 , 1,234,567 persons lived there .".split())
+    for junk in ["23 ) .", "* * * * *", ": - (", "4 . 138 .", "Rosy-bosomed , 986 .", "( 1 ) 2 3 4 5 6 7 a b"]:
+        assert not is_prose(junk.split()), junk
+
+
 def test_deduplicator_keeps_first_occurrence_only():
     dedup = Deduplicator()
     assert [dedup.first_time(s) for s in ["a b c", "a b c", "a b  c", "a b c"]] == [True, False, True, False]
@@ -297,7 +305,7 @@ def test_package_file_patterns():
 def _fake_paragraphs(archives, work):
     del archives, work
     yield from clean.join_paragraphs(
-        "The first sentence is here. The second one\nfollows it.\n\nOk.\n\n"
+        "The first sentence is here. The second one\nfollows it.\n\nOk.\n\nRosy-bosomed, 986.\n\n"
         + "\n\n".join(f"Paragraph {i} says something new." for i in range(300))
         + "\n\nThe first sentence is here."
     )
@@ -329,11 +337,12 @@ def test_build_is_reproducible_and_complete(monkeypatch, tmp_path):
     ]
     heldout = (tmp_path / "a" / "heldout-00000-of-00001.txt").read_text().splitlines()
     assert not set(train) & set(heldout)
-    assert len(train) + len(heldout) == len(set(train + heldout)) == 302  # "Ok ." too short, repeat dropped
+    assert len(train) + len(heldout) == len(set(train + heldout)) == 302  # "Ok ." too short, one word only, repeat
     assert 10 <= len(heldout) <= 60
     assert "The second one follows it ." in train + heldout
     counts = first["sources"][0]["counts"]
     assert (counts["dropped_length"], counts["dropped_duplicate"], counts["kept_sentences"]) == (1, 1, 302)
+    assert counts["dropped_noise"] == 1  # "Rosy-bosomed , 986 ."
     vocab = (tmp_path / "a" / "vocab.txt").read_text().splitlines()
     assert vocab[:4] == ["<S>", "</S>", "<UNK>", "."]
     assert json.loads((tmp_path / "a" / "sources.json").read_text())["totals"]["vocab_size"] == len(vocab)
