@@ -1,0 +1,1 @@
+"""Builds the open English training corpus for the biLM from registry packages (see corpus/README.md)."""
