@@ -67,7 +67,7 @@ class EmbedOptions(PipelineOptions):
             help="Tokens shared by consecutive windows (default: tokenizer.json's window_overlap).",
         )
         parser.add_argument(
-            "--max_batch_tokens", type=int, default=4096, help="Token budget of one inference batch (padded length)."
+            "--max_batch_tokens", type=int, default=2048, help="Token budget of one inference batch (padded length)."
         )
         parser.add_argument("--max_batch_windows", type=int, default=512, help="Most windows in one inference batch.")
         parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N.")
@@ -79,7 +79,13 @@ class EmbedOptions(PipelineOptions):
         parser.add_argument(
             "--model_copies", type=int, default=None, help="Exact number of model copies per worker machine."
         )
-        parser.add_argument("--torch_threads", type=int, default=None, help="torch.set_num_threads in each worker.")
+        parser.add_argument(
+            "--torch_threads",
+            type=int,
+            default=1,
+            help="torch intra-op threads per worker process (0: torch's default). Beam's parallelism is one process "
+            "per core, so 1 avoids oversubscription, which made the CPU model 10-100x slower on a busy machine.",
+        )
         parser.add_argument(
             "--num_shards", type=int, default=1, help="Files per output kind (fixed, so re-runs replace them)."
         )

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
-from elmo import Elmo, LayerChoice
+from elmo import ElmoConfig, LayerChoice
+from elmo.api import DEFAULT_INITIAL_STATE
+from elmo.model import BiLm
 from elmo.tokenize import TokenizerConfig
+from elmo.weights import fingerprint, load_weights
 from pipeline.options import EmbedOptions, option_names
 from transforms.files import glob_root, localize_directory, match_files, read_text
 from transforms.model_handler import MODEL_FILES
@@ -56,6 +60,22 @@ class RunPlan:
         }
 
 
+@dataclass(frozen=True)
+class _ModelFacts:
+    config: ElmoConfig
+    fingerprint: str
+    initial_state: str
+
+
+def _read_model(model_dir: str) -> _ModelFacts:
+    """Config and fingerprint of a model directory, from its weights alone (no device, no warm-up run)."""
+    local = localize_directory(model_dir, MODEL_FILES)
+    config = ElmoConfig.from_json(os.path.join(local, "options.json"))
+    bilm = BiLm(config)
+    load_weights(bilm, os.path.join(local, "weights.hdf5"))
+    return _ModelFacts(config, fingerprint(bilm), DEFAULT_INITIAL_STATE)
+
+
 def plan_run(opts: EmbedOptions) -> RunPlan:
     """Matches the input glob, reads the model's tokenizer settings and fingerprint, and names the run directory.
 
@@ -69,7 +89,7 @@ def plan_run(opts: EmbedOptions) -> RunPlan:
         raise ValueError(f"--input {opts.input!r} matches no file")
     tokenizer_json = read_text(opts.model.rstrip("/") + "/tokenizer.json")
     tokenizer = TokenizerConfig.from_json(tokenizer_json)
-    model = Elmo.from_directory(localize_directory(opts.model, MODEL_FILES), device="cpu")
+    model = _read_model(opts.model)
     choice = LayerChoice.parse(opts.layers)
     if choice.kind == "weights" and len(choice.weights) != model.config.n_output_layers:
         raise ValueError(f"--layers gives {len(choice.weights)} weights; the model has {model.config.n_output_layers}")
@@ -79,7 +99,7 @@ def plan_run(opts: EmbedOptions) -> RunPlan:
         "input": opts.input,
         "files": files,
         "fingerprint": model.fingerprint,
-        "initial_state": model.initial_state_name,
+        "initial_state": model.initial_state,
         "layers": str(choice),
         "dtype": opts.dtype,
         "token_vectors": opts.token_vectors,
@@ -98,7 +118,7 @@ def plan_run(opts: EmbedOptions) -> RunPlan:
         fingerprint=model.fingerprint,
         output_dim=model.config.output_dim,
         n_layers=model.config.n_output_layers,
-        initial_state=model.initial_state_name,
+        initial_state=model.initial_state,
         layers=str(choice),
         run_id=run_id,
         run_dir=opts.output.rstrip("/") + "/" + run_id,

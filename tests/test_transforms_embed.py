@@ -39,7 +39,7 @@ def test_handler_pads_a_ragged_batch_and_matches_elmo_embed(model):
         assert result.vectors.shape == (3, len(window.tokens), 32)
         alone = model.embed([list(window.tokens)])[0]
         assert np.abs(result.vectors - alone).max() <= 1e-5
-    assert handler.batch_elements_kwargs()["max_batch_weight"] == 4096
+    assert handler.batch_elements_kwargs()["max_batch_weight"] == 2048
     assert handler.batch_elements_kwargs()["element_size_fn"](WINDOWS[1]) == 10
 
 

@@ -79,10 +79,10 @@ class ElmoModelHandler(ModelHandler[SentenceWindow, WindowVectors, Elmo]):
         model_dir: str,
         layers: str = "average",
         device: str = "auto",
-        max_batch_tokens: int = 4096,
+        max_batch_tokens: int = 2048,
         max_batch_windows: int = 512,
         expected_fingerprint: str | None = None,
-        torch_threads: int | None = None,
+        torch_threads: int = 1,
         large_model: bool = False,
         model_copies: int | None = None,
     ):
@@ -103,7 +103,10 @@ class ElmoModelHandler(ModelHandler[SentenceWindow, WindowVectors, Elmo]):
         self._batches = counter("batches")
 
     def load_model(self) -> Elmo:
-        """Loads options.json + weights.hdf5 (copied locally first when remote) onto the resolved device."""
+        """Loads options.json + weights.hdf5 (copied locally first when remote) onto the resolved device.
+
+        ``torch_threads`` (> 0) sets torch's intra-op threads of the process that holds the model.
+        """
         if self._torch_threads:
             torch.set_num_threads(self._torch_threads)
         local = localize_directory(self._model_dir, MODEL_FILES)
