@@ -82,7 +82,8 @@ def build_pipeline(p: beam.Pipeline, opts: EmbedOptions, plan: RunPlan) -> None:
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None):
-    """Runs the job to completion and returns the ``PipelineResult`` (its summary is logged and printed)."""
+    """Runs the job to completion; returns the ``PipelineResult`` with a ``summary`` dict attached (run_dir,
+    counts, tokens_per_s, padding_ratio), which is also printed."""
     argv = list(sys.argv[1:] if argv is None else argv)
     options = PipelineOptions(argv)
     if test_pipeline is None and options.view_as(StandardOptions).runner is None:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+
+from pipeline.run import run
 
 REPO = Path(__file__).resolve().parent.parent
 BUILTIN_MODEL = REPO / "models" / "builtin-tiny"
@@ -15,3 +21,17 @@ LOCAL_RUNNER = "FnApiRunner"  # TestPipeline() without a runner would first try 
 def local_pipeline(**options) -> BeamTestPipeline:
     """A TestPipeline on the in-process runner."""
     return BeamTestPipeline(runner=LOCAL_RUNNER, **options)
+
+
+def run_job(output: Path, *flags: str, input_glob: str = SAMPLE_GLOB) -> Path:
+    """Runs the job through ``pipeline.run.run`` on a local TestPipeline; returns the run directory."""
+    argv = [f"--input={input_glob}", f"--output={output}", *flags]
+    result = run(argv, test_pipeline=local_pipeline(options=PipelineOptions([f"--runner={LOCAL_RUNNER}", *flags])))
+    return Path(result.summary["run_dir"])
+
+
+def sentence_vectors(run_dir: Path) -> dict[str, np.ndarray]:
+    """id -> sentence vector, from every Parquet shard of a run."""
+    table = pa.concat_tables(pq.read_table(f) for f in sorted((run_dir / "sentences").glob("*.parquet")))
+    vectors = np.asarray(table.column("sentence_vector").combine_chunks().flatten()).reshape(table.num_rows, -1)
+    return dict(zip(table.column("id").to_pylist(), vectors, strict=True))

@@ -11,26 +11,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.run import run
-from tests.beam_testing import LOCAL_RUNNER, SAMPLE_GLOB, local_pipeline
+from tests.beam_testing import SAMPLE_GLOB, run_job, sentence_vectors
 
 SAMPLE_DOCUMENTS = 221  # non-blank lines of the four sample shards
-
-
-def run_job(output: Path, *flags: str, input_glob: str = SAMPLE_GLOB) -> Path:
-    """Runs the job through ``pipeline.run.run`` on a local TestPipeline; returns the run directory."""
-    argv = [f"--input={input_glob}", f"--output={output}", *flags]
-    result = run(argv, test_pipeline=local_pipeline(options=PipelineOptions([f"--runner={LOCAL_RUNNER}", *flags])))
-    return Path(result.summary["run_dir"])
-
-
-def sentence_vectors(run_dir: Path) -> dict[str, np.ndarray]:
-    """id -> sentence vector, from every Parquet shard of a run."""
-    table = pa.concat_tables(pq.read_table(f) for f in sorted((run_dir / "sentences").glob("*.parquet")))
-    vectors = np.asarray(table.column("sentence_vector").combine_chunks().flatten()).reshape(table.num_rows, -1)
-    return dict(zip(table.column("id").to_pylist(), vectors, strict=True))
 
 
 @pytest.fixture(scope="module")
