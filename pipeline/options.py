@@ -87,6 +87,12 @@ class EmbedOptions(PipelineOptions):
             "per core, so 1 avoids oversubscription, which made the CPU model 10-100x slower on a busy machine.",
         )
         parser.add_argument(
+            "--batch_invariant",
+            action="store_true",
+            help="Embed each window in a forward pass of its own: vectors bit-identical whatever the batching, "
+            "bundling or number of workers (padded batches differ by float rounding, ~1e-7); slower on CPU.",
+        )
+        parser.add_argument(
             "--num_shards", type=int, default=1, help="Files per output kind (fixed, so re-runs replace them)."
         )
 

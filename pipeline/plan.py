@@ -103,6 +103,7 @@ def plan_run(opts: EmbedOptions) -> RunPlan:
         "layers": str(choice),
         "dtype": opts.dtype,
         "token_vectors": opts.token_vectors,
+        "batch_invariant": opts.batch_invariant,
         "windows": [max_tokens, overlap],
         "format": [opts.input_format, opts.id_field, opts.text_field, opts.max_document_bytes],
         "num_shards": opts.num_shards,

@@ -19,7 +19,7 @@ from pipeline.summary import format_summary, summarize
 from transforms.assemble import AssembleSentences
 from transforms.dedup import DropDuplicateIds
 from transforms.embed import EmbedWindows
-from transforms.files import delete_if_exists
+from transforms.files import delete_tree
 from transforms.manifest import CountOutcomes, WriteManifest
 from transforms.model_handler import ElmoModelHandler
 from transforms.read import ReadDocuments
@@ -52,6 +52,7 @@ def build_pipeline(p: beam.Pipeline, opts: EmbedOptions, plan: RunPlan) -> None:
         max_batch_windows=opts.max_batch_windows,
         expected_fingerprint=plan.fingerprint,
         torch_threads=opts.torch_threads,
+        batch_invariant=opts.batch_invariant,
         large_model=opts.large_model,
         model_copies=opts.model_copies,
     )
@@ -90,7 +91,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         options.view_as(StandardOptions).runner = LOCAL_RUNNER
     opts = options.view_as(EmbedOptions)
     plan = plan_run(opts)
-    delete_if_exists(plan.run_dir)  # a re-run replaces the previous run, _SUCCESS included
+    delete_tree(plan.run_dir)  # a re-run replaces the previous run, _SUCCESS first
     p = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
     build_pipeline(p, opts, plan)
     _LOG.info("Embedding %d input files into %s", len(plan.files), plan.run_dir)

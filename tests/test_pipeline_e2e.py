@@ -141,3 +141,28 @@ def test_all_layers_token_vectors_float16_in_several_shards(tmp_path):
     assert manifest["counts"]["documents_embedded"] == 37 and manifest["reconciled"]
     assert pd.read_parquet(files[0])["dtype"].eq("float16").all()
     lancedb.connect(tmp_path / "lance").create_table("t", table)  # nested fixed-size float16 lists load too
+
+
+def test_model_shared_across_processes_gives_the_same_vectors(sample_run, tmp_path):
+    """--large_model: RunInference serves one model from a separate process (the GPU-worker set-up), same output."""
+    shard = str(Path(SAMPLE_GLOB).parent / "1790-washington.txt")
+    shared = run_job(tmp_path / "shared", "--large_model", input_glob=shard)
+    alone = run_job(tmp_path / "alone", input_glob=shard)
+    a, b = sentence_vectors(shared), sentence_vectors(alone)
+    assert a.keys() == b.keys() and len(a) == 68
+    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) <= 1e-4
+
+
+def test_batch_invariant_mode_is_bit_identical_across_budgets_and_processes(tmp_path):
+    shard = str(Path(SAMPLE_GLOB).parent / "1790-washington.txt")
+    small = run_job(tmp_path / "a", "--batch_invariant", "--max_batch_tokens=97", input_glob=shard)
+    two = run_job(
+        tmp_path / "b",
+        "--batch_invariant",
+        "--direct_num_workers=2",
+        "--direct_running_mode=multi_processing",
+        input_glob=shard,
+    )
+    a, b = sentence_vectors(small), sentence_vectors(two)
+    assert a.keys() == b.keys() and len(a) == 68
+    assert all(np.array_equal(a[k], b[k]) for k in a)

@@ -65,7 +65,13 @@ def localize_directory(directory: str, names: tuple[str, ...]) -> str:
     return local
 
 
-def delete_if_exists(path: str) -> None:
-    """Removes a file or a whole directory (prefix), if present."""
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
+def delete_tree(directory: str) -> int:
+    """Deletes every file under ``directory`` (a local folder or a gs:// / s3:// prefix); returns how many.
+
+    ``_SUCCESS`` goes first, so an interrupted deletion never leaves a run that still looks complete.
+    """
+    found = FileSystems.match([directory.rstrip("/") + "/**"])[0].metadata_list
+    paths = sorted((m.path for m in found), key=lambda path: (not path.endswith("/_SUCCESS"), path))
+    if paths:
+        FileSystems.delete(paths)
+    return len(paths)

@@ -71,6 +71,8 @@ class ElmoModelHandler(ModelHandler[SentenceWindow, WindowVectors, Elmo]):
     The stock PyTorch handler stacks inputs and cannot take sentences of different lengths; this one hands the
     token lists to ``Elmo.embed``, which pads them (char ids, mask) into one (B, T_max) forward pass. Batches are
     bounded by a token budget (``max_batch_tokens``, via ``max_batch_weight`` + ``element_size_fn``).
+    ``batch_invariant`` runs each window in a forward pass of its own, so that its vectors are bit-identical
+    whatever batch, bundle or worker it lands in (float rounding of a padded batch differs by ~1e-7; slower).
     ``large_model``/``model_copies`` share the model across the SDK processes of a worker (for GPUs).
     """
 
@@ -83,6 +85,7 @@ class ElmoModelHandler(ModelHandler[SentenceWindow, WindowVectors, Elmo]):
         max_batch_windows: int = 512,
         expected_fingerprint: str | None = None,
         torch_threads: int = 1,
+        batch_invariant: bool = False,
         large_model: bool = False,
         model_copies: int | None = None,
     ):
@@ -98,6 +101,7 @@ class ElmoModelHandler(ModelHandler[SentenceWindow, WindowVectors, Elmo]):
         self._device = device
         self._expected_fingerprint = expected_fingerprint
         self._torch_threads = torch_threads
+        self._batch_invariant = batch_invariant
         self._padding_slots = counter("padding_token_slots")
         self._batch_slots = counter("batch_token_slots")
         self._batches = counter("batches")
@@ -127,9 +131,13 @@ class ElmoModelHandler(ModelHandler[SentenceWindow, WindowVectors, Elmo]):
     ) -> Iterable[WindowVectors]:
         """One padded forward pass over the batch; the chosen layer mix is applied per window."""
         token_lists = [list(w.tokens) for w in batch]
-        outputs = model.embed(token_lists, layers=self._layers, batch_size=max(len(batch), 1))
         lengths = [len(t) for t in token_lists]
-        slots = len(lengths) * max(lengths, default=0)  # positions of the padded (B, T_max) batch
+        if self._batch_invariant:  # one window per forward pass: no GEMM shape depends on the neighbours
+            outputs = [model.embed([tokens], layers=self._layers, batch_size=1)[0] for tokens in token_lists]
+            slots = sum(lengths)
+        else:
+            outputs = model.embed(token_lists, layers=self._layers, batch_size=max(len(batch), 1))
+            slots = len(lengths) * max(lengths, default=0)  # positions of the padded (B, T_max) batch
         self._batches.inc()
         self._batch_slots.inc(slots)
         self._padding_slots.inc(slots - sum(lengths))
