@@ -97,12 +97,12 @@ def test_assemble_merges_windows_and_dead_letters_incomplete_documents(model):
     tokenized = tokenize_document(Document("long", text, "s.txt", 3), Tokenizer(), max_tokens=8, overlap=2)
     broken = tokenize_document(Document("broken", "Its windows get lost.", "s.txt", 4), Tokenizer(), 8, 2)
     failing = tokenize_document(Document("failing", "Its model fails.", "s.txt", 5), Tokenizer(), 8, 2)
+    nan = tokenize_document(Document("nan", "Not a number.", "s.txt", 6), Tokenizer(), 8, 2)
     windows = document_windows(tokenized)
     assert len(tokenized.windows[0]) > 1  # the first sentence really is windowed
     per_window = model.embed([list(w.tokens) for w in windows], layers="all")
-    vectors = [
-        _window_vectors(w, v) for w, v in zip(windows, per_window, strict=True)
-    ]  # WindowVectors, as RunInference gives them
+    vectors = [_window_vectors(w, v) for w, v in zip(windows, per_window, strict=True)]  # as RunInference gives them
+    vectors.append(_window_vectors(document_windows(nan)[0], np.full((3, 4, 32), np.nan, dtype=np.float32)))
 
     def check(records):
         assert [(r["id"], r["n_windows"]) for r in sorted(records, key=lambda r: r["id"])] == [
@@ -121,7 +121,7 @@ def test_assemble_merges_windows_and_dead_letters_incomplete_documents(model):
         np.testing.assert_allclose(first["sentence_vector"], first["token_vectors"].mean(axis=0).mean(axis=0))
 
     inputs = {
-        "doc": beam.Create([tokenized, broken, failing]),
+        "doc": beam.Create([tokenized, broken, failing, nan]),
         "vectors": beam.Create(vectors),
         "failed": beam.Create([("failing", "inference failed: boom")]),
     }
@@ -132,7 +132,13 @@ def test_assemble_merges_windows_and_dead_letters_incomplete_documents(model):
         assert_that(stats | beam.Map(lambda s: (s.doc_id, s.sentences, s.tokens)), equal_to([("long", 2, 35)]), "st")
         assert_that(
             errors | beam.Map(lambda e: (e["id"], e["reason"])),
-            equal_to([("broken", "1 of 1 windows came back empty"), ("failing", "inference failed: boom")]),
+            equal_to(
+                [
+                    ("broken", "1 of 1 windows came back empty"),
+                    ("failing", "inference failed: boom"),
+                    ("nan", "assembling failed: ValueError: sentence 0 has a non-finite vector in float32"),
+                ]
+            ),
             label="errors",
         )
 

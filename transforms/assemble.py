@@ -45,6 +45,9 @@ def sentence_records(
         n = last - first
         merged = merge_windows([vectors[(s, w)] for w in range(len(spans))], spans, n)  # (..., n, W)
         char_start, char_end = int(tokenized.starts[first]), int(tokenized.ends[last - 1])
+        vector = sentence_vector(merged).astype(out_type)
+        if not np.isfinite(vector).all():
+            raise ValueError(f"sentence {s} has a non-finite vector in {dtype}")
         records.append(
             {
                 "id": f"{doc.doc_id}#{s}",
@@ -59,7 +62,7 @@ def sentence_records(
                 "token_starts": tokenized.starts[first:last],
                 "token_ends": tokenized.ends[first:last],
                 "n_windows": len(spans),
-                "sentence_vector": sentence_vector(merged).astype(out_type),
+                "sentence_vector": vector,
                 "token_vectors": merged.astype(out_type) if with_token_vectors else None,
                 "layers": layers,
                 "dtype": dtype,
