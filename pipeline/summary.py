@@ -36,6 +36,7 @@ def summarize(run_dir: str, result, seconds: float) -> dict[str, Any]:
         "padding_ratio": counters.get("padding_token_slots", 0) / slots if slots else 0.0,
         "batches": counters.get("batches", 0),
         "fingerprint": manifest["model"]["fingerprint"],
+        "counters": counters,
     }
 
 

@@ -25,9 +25,14 @@ def local_pipeline(**options) -> BeamTestPipeline:
 
 def run_job(output: Path, *flags: str, input_glob: str = SAMPLE_GLOB) -> Path:
     """Runs the job through ``pipeline.run.run`` on a local TestPipeline; returns the run directory."""
+    return Path(run_job_summary(output, *flags, input_glob=input_glob)["run_dir"])
+
+
+def run_job_summary(output: Path, *flags: str, input_glob: str = SAMPLE_GLOB) -> dict:
+    """Like ``run_job``, returning the run's summary (run_dir, counts, counters, tokens_per_s, padding_ratio)."""
     argv = [f"--input={input_glob}", f"--output={output}", *flags]
     result = run(argv, test_pipeline=local_pipeline(options=PipelineOptions([f"--runner={LOCAL_RUNNER}", *flags])))
-    return Path(result.summary["run_dir"])
+    return result.summary
 
 
 def sentence_vectors(run_dir: Path) -> dict[str, np.ndarray]:

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from elmo.windows import plan_windows
-from tests.beam_testing import run_job
+from tests.beam_testing import run_job_summary
 
 LONG_SENTENCE_TOKENS = 100_000
 
@@ -77,13 +77,18 @@ EXPECTED_EMBEDDED = {
 
 
 @pytest.fixture(scope="module")
-def bad_run(tmp_path_factory) -> Path:
+def bad_summary(tmp_path_factory) -> dict:
     shards = tmp_path_factory.mktemp("shards")
     write_shards(shards)
-    return run_job(tmp_path_factory.mktemp("out"), "--max_batch_tokens=16384", input_glob=f"{shards}/*")
+    return run_job_summary(tmp_path_factory.mktemp("out"), "--max_batch_tokens=16384", input_glob=f"{shards}/*")
 
 
-def test_the_job_finishes_and_the_counts_reconcile(bad_run):
+@pytest.fixture(scope="module")
+def bad_run(bad_summary) -> Path:
+    return Path(bad_summary["run_dir"])
+
+
+def test_the_job_finishes_and_the_counts_reconcile(bad_run, bad_summary):
     manifest = json.loads((bad_run / "manifest.json").read_text())
     assert (bad_run / "_SUCCESS").exists()
     counts = manifest["counts"]
@@ -91,6 +96,12 @@ def test_the_job_finishes_and_the_counts_reconcile(bad_run):
     assert counts["documents_embedded"] == len(EXPECTED_EMBEDDED)
     assert counts["documents_failed"] == len(EXPECTED_ERRORS)
     assert manifest["reconciled"]
+    counters = bad_summary["counters"]  # the Beam counters agree with the manifest
+    assert counters["documents_read"] == counts["documents_read"]
+    assert counters["documents_failed"] == counts["documents_failed"]
+    assert counters["documents_embedded"] == counts["documents_embedded"]
+    assert counters["blank_lines_skipped"] == 2  # good.txt lines 2 and 3
+    assert counters["sentences_windowed"] == 1
 
 
 def test_every_failure_is_in_errors_with_its_reason(bad_run):

@@ -69,6 +69,7 @@ class _ReadLinesFn(beam.DoFn):
         self._lines = counter("lines_read")
         self._blank = counter("blank_lines_skipped")
         self._bad_files = counter("files_unreadable")
+        self._documents = counter("documents_read")  # = manifest documents_read: non-blank lines + unreadable shards
 
     def process(self, path: str):
         source = relative_source(path, self._root)
@@ -82,9 +83,11 @@ class _ReadLinesFn(beam.DoFn):
                     if data is not None and not data.strip():
                         self._blank.inc()
                         continue
+                    self._documents.inc()
                     yield RawLine(source, line_no, data, n_bytes, json_lines)
         except Exception as exc:  # a corrupt or vanished shard: the rest of it is one failed "document"
             self._bad_files.inc()
+            self._documents.inc()
             reason = f"unreadable shard after line {line_no}: {type(exc).__name__}: {exc}"
             yield beam.pvalue.TaggedOutput("unreadable", error_record("read", reason, None, source, line_no + 1))
 
