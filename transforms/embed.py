@@ -21,8 +21,9 @@ class EmbedWindows(beam.PTransform):
     """PCollection[SentenceWindow] -> (PCollection[WindowVectors], PCollection[tuple[str doc_id, str reason]]).
 
     Each bundle's windows are sorted by length and cut into batches whose token count stays under the handler's
-    ``max_batch_weight`` (Beam's ``SortAndBatchElements``; RunInference's own ``BatchElements`` neither sorts nor
-    takes a weight limit), then run by RunInference with the handler (one model per process, shared by threads).
+    ``max_batch_weight`` (Beam's ``SortAndBatchElements``: RunInference's own ``BatchElements`` does not sort, and
+    in Beam 2.77 rejects ``max_batch_weight``), then run by RunInference with the handler (one model per process,
+    shared by threads).
     A batch whose inference raises is dead-lettered window by window with the reason, never dropped.
     """
 
