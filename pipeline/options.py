@@ -97,8 +97,18 @@ class EmbedOptions(PipelineOptions):
         )
 
 
+def job_parser() -> argparse.ArgumentParser:
+    """An argparse parser of this job's own flags only (for ``--help`` and for listing them)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.run",
+        description="Embeds sharded text with an ELMo model on Apache Beam (see docs/pipeline.md).",
+        epilog="Every Apache Beam pipeline flag (--runner, --direct_num_workers, --direct_running_mode, ...) is "
+        "accepted too. Without --runner the local FnApiRunner is used.",
+    )
+    EmbedOptions._add_argparse_args(parser)
+    return parser
+
+
 def option_names() -> set[str]:
     """The names (dests) of this job's own flags, without Beam's."""
-    parser = argparse.ArgumentParser(add_help=False)
-    EmbedOptions._add_argparse_args(parser)
-    return {action.dest for action in parser._actions}
+    return {action.dest for action in job_parser()._actions} - {"help"}

@@ -79,8 +79,8 @@ def _read_model(model_dir: str) -> _ModelFacts:
 def plan_run(opts: EmbedOptions) -> RunPlan:
     """Matches the input glob, reads the model's tokenizer settings and fingerprint, and names the run directory.
 
-    Fails fast (before any worker starts) on a glob matching nothing, a model directory without its files, or
-    layer mix weights that do not fit the model.
+    Fails fast (before any worker starts or any file is touched) on a glob matching nothing, a model directory
+    without its files, layer mix weights that do not fit the model, or impossible window and batch sizes.
     """
     if not opts.input:
         raise ValueError("--input GLOB is required")
@@ -95,6 +95,10 @@ def plan_run(opts: EmbedOptions) -> RunPlan:
         raise ValueError(f"--layers gives {len(choice.weights)} weights; the model has {model.config.n_output_layers}")
     max_tokens = opts.max_window_tokens or tokenizer.max_sentence_tokens
     overlap = tokenizer.window_overlap if opts.window_overlap is None else opts.window_overlap
+    if max_tokens < 1 or not 0 <= overlap < max_tokens:
+        raise ValueError(f"need 0 <= --window_overlap ({overlap}) < --max_window_tokens ({max_tokens})")
+    if opts.max_batch_tokens < 1 or opts.max_batch_windows < 1 or opts.num_shards < 1:
+        raise ValueError("--max_batch_tokens, --max_batch_windows and --num_shards must be at least 1")
     settings = {
         "input": opts.input,
         "files": files,

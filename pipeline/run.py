@@ -13,7 +13,7 @@ import time
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipeline.options import EmbedOptions
+from pipeline.options import EmbedOptions, job_parser
 from pipeline.plan import RunPlan, plan_run
 from pipeline.summary import format_summary, summarize
 from transforms.assemble import AssembleSentences
@@ -84,8 +84,11 @@ def build_pipeline(p: beam.Pipeline, opts: EmbedOptions, plan: RunPlan) -> None:
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None):
     """Runs the job to completion; returns the ``PipelineResult`` with a ``summary`` dict attached (run_dir,
-    counts, tokens_per_s, padding_ratio), which is also printed."""
+    counts, tokens_per_s, padding_ratio), which is also printed. With ``--help``: prints the flags, returns None."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        job_parser().print_help()
+        return None
     options = PipelineOptions(argv)
     if test_pipeline is None and options.view_as(StandardOptions).runner is None:
         options.view_as(StandardOptions).runner = LOCAL_RUNNER

@@ -1,0 +1,52 @@
+"""The launcher: flags, help, run ids, and failing fast before any worker starts."""
+
+from __future__ import annotations
+
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.options import EmbedOptions, option_names
+from pipeline.plan import plan_run
+from pipeline.run import run
+from tests.beam_testing import BUILTIN_MODEL, SAMPLE_GLOB
+
+
+def _opts(*flags: str) -> EmbedOptions:
+    return PipelineOptions([f"--model={BUILTIN_MODEL}", *flags]).view_as(EmbedOptions)
+
+
+def test_help_lists_the_job_flags(capsys):
+    assert run(["--help"]) is None
+    out = capsys.readouterr().out
+    assert "--max_batch_tokens" in out and "--layers" in out and "FnApiRunner" in out
+    assert {"input", "output", "model", "layers", "dtype", "batch_invariant"} <= option_names()
+
+
+def test_plan_reads_the_model_and_names_the_run_by_its_settings(tmp_path):
+    plan = plan_run(_opts(f"--input={SAMPLE_GLOB}", f"--output={tmp_path}"))
+    assert (plan.fingerprint, plan.output_dim, plan.n_layers) == ("5597664da5f09b6c", 32, 3)
+    assert (plan.max_window_tokens, plan.window_overlap, plan.layers) == (256, 32, "average")
+    assert len(plan.files) == 4 and plan.root.endswith("sample_data/sotu/")
+    same = plan_run(_opts(f"--input={SAMPLE_GLOB}", f"--output={tmp_path}"))
+    other = plan_run(_opts(f"--input={SAMPLE_GLOB}", f"--output={tmp_path}", "--layers=top"))
+    assert plan.run_id == same.run_id != other.run_id
+    assert plan.run_dir == f"{tmp_path}/{plan.run_id}"
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--input=/nonexistent/*.txt"], "matches no file"),
+        ([], "--input GLOB is required"),
+        ([f"--input={SAMPLE_GLOB}", "--layers=1,2"], "gives 2 weights; the model has 3"),
+        ([f"--input={SAMPLE_GLOB}", "--layers=bogus"], "neither all/top/average"),
+        (
+            [f"--input={SAMPLE_GLOB}", "--max_window_tokens=8", "--window_overlap=8"],
+            "--window_overlap \\(8\\) < --max_window_tokens",
+        ),
+        ([f"--input={SAMPLE_GLOB}", "--max_batch_tokens=0"], "at least 1"),
+    ],
+)
+def test_bad_settings_fail_before_the_pipeline_starts(flags, message):
+    with pytest.raises(ValueError, match=message):
+        run([f"--model={BUILTIN_MODEL}", "--output=/tmp/never-written", *flags])
