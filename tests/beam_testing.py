@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
+import torch
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 
@@ -21,6 +23,15 @@ LOCAL_RUNNER = "FnApiRunner"  # TestPipeline() without a runner would first try 
 def local_pipeline(**options) -> BeamTestPipeline:
     """A TestPipeline on the in-process runner."""
     return BeamTestPipeline(runner=LOCAL_RUNNER, **options)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def restore_torch_threads():
+    """Autouse where imported: the in-process runner's model handler sets torch's thread count for the whole
+    process (``--torch_threads``); put it back so that other test modules run as they would alone."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def run_job(output: Path, *flags: str, input_glob: str = SAMPLE_GLOB) -> Path:

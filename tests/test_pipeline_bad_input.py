@@ -11,7 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from elmo.windows import plan_windows
-from tests.beam_testing import run_job_summary
+from tests.beam_testing import (
+    restore_torch_threads,  # noqa: F401  (autouse fixture)
+    run_job_summary,
+)
 
 LONG_SENTENCE_TOKENS = 100_000
 

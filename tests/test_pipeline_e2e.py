@@ -12,7 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.beam_testing import SAMPLE_GLOB, run_job, sentence_vectors
+from tests.beam_testing import (
+    SAMPLE_GLOB,
+    restore_torch_threads,  # noqa: F401  (autouse fixture)
+    run_job,
+    sentence_vectors,
+)
 
 SAMPLE_DOCUMENTS = 221  # non-blank lines of the four sample shards
 

@@ -10,7 +10,11 @@ from apache_beam.testing.util import assert_that, equal_to
 from elmo import Elmo
 from elmo.tokenize import Tokenizer
 from elmo.windows import window_owners
-from tests.beam_testing import BUILTIN_MODEL, local_pipeline
+from tests.beam_testing import (
+    BUILTIN_MODEL,
+    local_pipeline,
+    restore_torch_threads,  # noqa: F401  (autouse fixture)
+)
 from transforms.assemble import AssembleSentences
 from transforms.embed import EmbedWindows
 from transforms.model_handler import ElmoModelHandler
