@@ -7,6 +7,7 @@ MODEL_REQUIRES = [
     "torch==2.15.0",
     "numpy==2.4.6",
     "h5py==3.16.0",
+    "fsspec==2026.9.0",
 ]
 PIPELINE_REQUIRES = [
     "apache-beam==2.77.0",
