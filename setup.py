@@ -29,6 +29,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["elmo", "elmo.*", "pipeline", "pipeline.*", "transforms", "transforms.*"]),
     install_requires=MODEL_REQUIRES + PIPELINE_REQUIRES,
-    extras_require={"test": TEST_REQUIRES},
+    # "tools": the polysemy picture (python -m elmo.polysemy --plot); "corpus": the corpus builder's splitter.
+    extras_require={"test": TEST_REQUIRES, "tools": ["matplotlib==3.11.2"], "corpus": ["blingfire==0.1.8"]},
     entry_points={"console_scripts": ["elmo-embed=elmo.embed:main"]},
 )

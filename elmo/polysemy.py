@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
         cells = " | ".join(f"{acc[w]:.2f}" for w in words)
         print(f"| {layer} | {cells} | {np.mean(list(acc.values())):.2f} |")
     if args.plot:
-        plot(occurrences, args.plot, (0, model.config.n_output_layers - 1))
+        plot(occurrences, args.plot, tuple(range(model.config.n_output_layers)))
         print(f"picture: {args.plot}")
 
 

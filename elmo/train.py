@@ -236,20 +236,37 @@ class Trainer:
                 break
 
     def export(self, directory: str) -> None:
-        """Writes options.json, weights.hdf5 and vocab.txt in the official layout, plus training.json."""
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        bilm = export_bilm(self.model.cpu().float())
-        (out / "options.json").write_text(self.model_config.to_json() + "\n")
-        save_weights(bilm, str(out / "weights.hdf5"))
-        self.vocab.save(str(out / "vocab.txt"))
-        summary = {
-            "config": asdict(self.config),
-            "steps": self.step,
-            "history_tail": self.history[-5:],
-            "evaluations": [r for r in self.history if "forward_perplexity" in r],
-        }
-        (out / "training.json").write_text(json.dumps(summary, indent=1) + "\n")
+        """Writes the official layout plus vocab.txt and training.json (see ``export_model``)."""
+        export_model(self.model, self.vocab, directory, asdict(self.config), self.step, self.history)
+
+
+def export_model(
+    model: TrainableBiLm, vocab: Vocabulary, directory: str, train_config: dict, step: int, history: list[dict]
+) -> None:
+    """Writes options.json, weights.hdf5 (official layout), vocab.txt and training.json into ``directory``."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    bilm = export_bilm(model.cpu().float())
+    (out / "options.json").write_text(model.config.to_json() + "\n")
+    save_weights(bilm, str(out / "weights.hdf5"))
+    vocab.save(str(out / "vocab.txt"))
+    summary = {
+        "config": train_config,
+        "steps": step,
+        "history_tail": history[-5:],
+        "evaluations": [r for r in history if "forward_perplexity" in r],
+    }
+    (out / "training.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+
+def export_checkpoint(checkpoint: str, directory: str) -> None:
+    """Exports a training checkpoint without loading its corpus."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    config = saved["config"]
+    vocab = Vocabulary.load(config["vocab"])
+    model = TrainableBiLm(ElmoConfig.from_dict(config["model"]), len(vocab), config["dropout"])
+    model.load_state_dict(saved["state_dict"])
+    export_model(model, vocab, directory, config, saved["step"], saved["history"])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -258,9 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m elmo.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     defaults = TrainConfig()
-    parser.add_argument("--train", required=True, help="glob of training shards (local, gs://, s3://)")
+    parser.add_argument("--train", default="", help="glob of training shards (local, gs://, s3://)")
     parser.add_argument("--heldout", default="", help="glob of held-out shards for perplexity")
-    parser.add_argument("--vocab", required=True, help="vocabulary file (bilm-tf format)")
+    parser.add_argument("--vocab", default="", help="vocabulary file (bilm-tf format)")
+    parser.add_argument(
+        "--export-checkpoint",
+        default="",
+        metavar="CHECKPOINT",
+        help="only export this checkpoint to --export (no training, no corpus read)",
+    )
     parser.add_argument("--out", default=defaults.out, help="checkpoint directory")
     parser.add_argument("--export", default="", help="export the model here when training ends")
     parser.add_argument("--options", default="", help="options.json of the model to train (default: small)")
@@ -310,7 +333,16 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def main(argv: list[str] | None = None) -> int:
     """Trains (resuming from ``--out`` if a checkpoint is there), then exports if ``--export`` is given."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.export_checkpoint:
+        if not args.export:
+            parser.error("--export-checkpoint needs --export DIR")
+        export_checkpoint(args.export_checkpoint, args.export)
+        print(f"exported {args.export_checkpoint} to {args.export}", file=sys.stderr)
+        return 0
+    if not (args.train and args.vocab):
+        parser.error("--train and --vocab are required for training")
     config = config_from_args(args)
     if config.threads:
         torch.set_num_threads(config.threads)
