@@ -163,34 +163,11 @@ class Trainer:
         self.step += 1
         return float(loss.detach())
 
-    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Held-out perplexity per direction (full softmax, state carried over one lane of the held-out text)."""
-        self.model.eval()
-        corpus = PackedCorpus(read_sentences(self.config.heldout), self.vocab, shuffle_seed=None)
-        unroll = self.config.unroll_steps
-        total = {0: 0.0, 1: 0.0}
-        count = 0
-        h, c = self.model.zero_state(1)
-        limit = min(corpus.n_tokens - 1, self.config.eval_tokens)
-        for start in range(0, limit - unroll + 1, unroll):
-            ids = {0: corpus.forward_stream, 1: corpus.backward_stream}
-            new_h, new_c = [], []
-            for direction in (0, 1):
-                window = ids[direction][start : start + unroll + 1]
-                chars = torch.from_numpy(corpus.type_chars[window[:-1]]).unsqueeze(0).to(self.device)
-                targets = torch.from_numpy(corpus.type_targets[window[1:]]).to(self.device)
-                layers, h_d, c_d = self.model.run_direction(direction, chars, h[direction], c[direction])
-                total[direction] += float(self.model.full_softmax_loss(layers[-1][0], targets)) * unroll
-                new_h.append(h_d)
-                new_c.append(c_d)
-            h, c = torch.stack(new_h), torch.stack(new_c)
-            count += unroll
-        return {
-            "forward_perplexity": math.exp(total[0] / count),
-            "backward_perplexity": math.exp(total[1] / count),
-            "heldout_tokens": count,
-        }
+        """Held-out perplexity per direction on up to ``eval_tokens`` tokens."""
+        return heldout_perplexity(
+            self.model, self.vocab, self.config.heldout, self.config.unroll_steps, self.config.eval_tokens, self.device
+        )
 
     def run(self) -> None:
         """Trains to ``max_steps`` (or ``max_hours``), logging, evaluating and checkpointing as configured."""
@@ -240,6 +217,41 @@ class Trainer:
         export_model(self.model, self.vocab, directory, asdict(self.config), self.step, self.history)
 
 
+@torch.no_grad()
+def heldout_perplexity(
+    model: TrainableBiLm, vocab: Vocabulary, pattern: str, unroll: int, max_tokens: int, device: torch.device
+) -> dict[str, float]:
+    """Perplexity per direction: full softmax, one lane of the held-out text in file order, state carried.
+
+    Every target counts, ``</S>`` (forward) and ``<S>`` (backward) included, as in bilm-tf; OOV targets are
+    ``<UNK>``. Returns forward_perplexity, backward_perplexity and heldout_tokens (targets per direction).
+    """
+    model.eval()
+    corpus = PackedCorpus(read_sentences(pattern), vocab, shuffle_seed=None)
+    streams = {0: corpus.forward_stream, 1: corpus.backward_stream}
+    total = {0: 0.0, 1: 0.0}
+    count = 0
+    h, c = model.zero_state(1)
+    limit = min(corpus.n_tokens - 1, max_tokens) if max_tokens else corpus.n_tokens - 1
+    for start in range(0, limit - unroll + 1, unroll):
+        new_h, new_c = [], []
+        for direction in (0, 1):
+            window = streams[direction][start : start + unroll + 1]
+            chars = torch.from_numpy(corpus.type_chars[window[:-1]]).unsqueeze(0).to(device)
+            targets = torch.from_numpy(corpus.type_targets[window[1:]]).to(device)
+            layers, h_d, c_d = model.run_direction(direction, chars, h[direction], c[direction])
+            total[direction] += float(model.full_softmax_loss(layers[-1][0], targets)) * unroll
+            new_h.append(h_d)
+            new_c.append(c_d)
+        h, c = torch.stack(new_h), torch.stack(new_c)
+        count += unroll
+    return {
+        "forward_perplexity": math.exp(total[0] / count),
+        "backward_perplexity": math.exp(total[1] / count),
+        "heldout_tokens": count,
+    }
+
+
 def export_model(
     model: TrainableBiLm, vocab: Vocabulary, directory: str, train_config: dict, step: int, history: list[dict]
 ) -> None:
@@ -259,14 +271,24 @@ def export_model(
     (out / "training.json").write_text(json.dumps(summary, indent=1) + "\n")
 
 
-def export_checkpoint(checkpoint: str, directory: str) -> None:
-    """Exports a training checkpoint without loading its corpus."""
+def export_checkpoint(checkpoint: str, directory: str, heldout: str = "") -> None:
+    """Exports a training checkpoint without loading its corpus; with ``heldout``, evaluates all of it first and
+    records the perplexities in training.json (``final_evaluation``)."""
     saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
     config = saved["config"]
     vocab = Vocabulary.load(config["vocab"])
     model = TrainableBiLm(ElmoConfig.from_dict(config["model"]), len(vocab), config["dropout"])
     model.load_state_dict(saved["state_dict"])
-    export_model(model, vocab, directory, config, saved["step"], saved["history"])
+    history = list(saved["history"])
+    if heldout:
+        final = heldout_perplexity(model, vocab, heldout, config["unroll_steps"], 0, torch.device("cpu"))
+        history.append({"step": saved["step"], "final_evaluation": True, **final})
+        print(
+            f"held-out perplexity: forward {final['forward_perplexity']:.1f}, backward "
+            f"{final['backward_perplexity']:.1f} over {final['heldout_tokens']:,} tokens",
+            file=sys.stderr,
+        )
+    export_model(model, vocab, directory, config, saved["step"], history)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -338,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.export_checkpoint:
         if not args.export:
             parser.error("--export-checkpoint needs --export DIR")
-        export_checkpoint(args.export_checkpoint, args.export)
+        export_checkpoint(args.export_checkpoint, args.export, args.heldout)
         print(f"exported {args.export_checkpoint} to {args.export}", file=sys.stderr)
         return 0
     if not (args.train and args.vocab):

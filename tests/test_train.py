@@ -192,3 +192,25 @@ def test_two_process_ddp_on_cpu(tiny_corpus, tmp_path):
     assert ranks[0]["step"] == ranks[1]["step"] == 6
     for name, value in ranks[0]["state_dict"].items():
         torch.testing.assert_close(value, ranks[1]["state_dict"][name], msg=name)
+
+
+def test_export_checkpoint_evaluates_all_heldout_text(tiny_corpus, tmp_path):
+    _train(tiny_corpus, tmp_path / "run", 10)
+    assert (
+        train_main(
+            [
+                "--export-checkpoint",
+                str(tmp_path / "run" / "checkpoint-rank0.pt"),
+                "--heldout",
+                str(tiny_corpus / "heldout.txt"),
+                "--export",
+                str(tmp_path / "export"),
+            ]
+        )
+        == 0
+    )
+    summary = json.loads((tmp_path / "export" / "training.json").read_text())
+    final = [r for r in summary["evaluations"] if r.get("final_evaluation")]
+    assert len(final) == 1 and final[0]["heldout_tokens"] > 0
+    assert 1 < final[0]["forward_perplexity"] < 69  # better than uniform over the 69-word vocabulary
+    assert Elmo.from_directory(tmp_path / "export").embed_sentence(["A", "test", "."]).shape == (3, 3, 32)
