@@ -30,22 +30,14 @@ class ClipCounter:
         self.proj_clipped = 0
         self.proj_total = 0
 
-    def add(
-        self,
-        cell: torch.Tensor,
-        cell_clip: float | None,
-        proj: torch.Tensor,
-        proj_clip: float | None,
-        active: torch.Tensor,
-    ) -> None:
-        """Counts elements of the unclipped ``cell`` (B, D) and ``proj`` (B, P) for rows where ``active``."""
-        rows = active.squeeze(-1)
+    def add(self, cell: torch.Tensor, cell_clip: float | None, proj: torch.Tensor, proj_clip: float | None) -> None:
+        """Counts elements of the unclipped ``cell`` (N, D) and ``proj`` (N, P) of the N rows that ran a step."""
         if cell_clip:
-            self.cell_clipped += int((cell[rows].abs() > cell_clip).sum())
+            self.cell_clipped += int((cell.abs() > cell_clip).sum())
         if proj_clip:
-            self.proj_clipped += int((proj[rows].abs() > proj_clip).sum())
-        self.cell_total += int(rows.sum()) * cell.shape[-1]
-        self.proj_total += int(rows.sum()) * proj.shape[-1]
+            self.proj_clipped += int((proj.abs() > proj_clip).sum())
+        self.cell_total += cell.numel()
+        self.proj_total += proj.numel()
 
 
 class CharEncoder(nn.Module):
@@ -100,42 +92,43 @@ class LstmLayer(nn.Module):
     def forward(
         self,
         inputs: torch.Tensor,
-        mask: torch.Tensor,
+        active_rows: list[int],
         h: torch.Tensor,
         c: torch.Tensor,
         clip_counter: ClipCounter | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Runs left to right over right-padded rows.
+        """Runs left to right over right-padded rows sorted longest first (inference only: updates in place).
 
-        inputs (B, S, in), mask (B, S) bool, h (B, P), c (B, D) -> outputs (B, S, P) zero where masked, and the
-        final (h, c) of each row (its state after its last unmasked step).
+        inputs (B, S, in), h (B, P), c (B, D); ``active_rows[t]`` = rows still running at step t (non-increasing),
+        so each step computes only those rows, as AllenNLP does. -> outputs (B, S, P), zero past each row's end,
+        and each row's final (h, c): its state after its last step.
         """
         d = self.cell_dim
         bias = self.bias.clone()
         bias[2 * d : 3 * d] += FORGET_BIAS
         x_part = torch.matmul(inputs, self.kernel[: self.input_dim]) + bias  # (B, S, 4D)
         h_kernel = self.kernel[self.input_dim :]  # (P, 4D)
-        outputs = []
-        for t in range(inputs.shape[1]):
-            z = torch.addmm(x_part[:, t], h, h_kernel)  # (B, 4D)
+        h, c = h.clone(), c.clone()
+        outputs = inputs.new_zeros(inputs.shape[0], inputs.shape[1], h.shape[-1])  # (B, S, P)
+        for t, n in enumerate(active_rows):
+            if n == 0:
+                break
+            z = torch.addmm(x_part[:n, t], h[:n], h_kernel)  # (n, 4D)
             i, j, f, o = z.split(d, dim=-1)
-            cell = torch.sigmoid(i) * torch.tanh(j) + torch.sigmoid(f) * c  # (B, D)
+            cell = torch.sigmoid(i) * torch.tanh(j) + torch.sigmoid(f) * c[:n]  # (n, D)
             raw_cell = cell
             if self.cell_clip:
                 cell = cell.clamp(-self.cell_clip, self.cell_clip)
-            hidden = torch.matmul(torch.sigmoid(o) * torch.tanh(cell), self.projection)  # (B, P)
+            hidden = torch.matmul(torch.sigmoid(o) * torch.tanh(cell), self.projection)  # (n, P)
             raw_hidden = hidden
             if self.proj_clip:
                 hidden = hidden.clamp(-self.proj_clip, self.proj_clip)
-            active = mask[:, t : t + 1]  # (B, 1)
             if clip_counter is not None:
-                clip_counter.add(raw_cell, self.cell_clip, raw_hidden, self.proj_clip, active)
-            c = torch.where(active, cell, c)
-            h = torch.where(active, hidden, h)
-            outputs.append(hidden * active)
-        if not outputs:
-            return inputs.new_zeros(inputs.shape[0], 0, h.shape[-1]), h, c
-        return torch.stack(outputs, dim=1), h, c
+                clip_counter.add(raw_cell, self.cell_clip, raw_hidden, self.proj_clip)
+            c[:n] = cell
+            h[:n] = hidden
+            outputs[:n, t] = hidden
+        return outputs, h, c
 
 
 @dataclass
@@ -224,13 +217,18 @@ class BiLm(nn.Module):
         return encoded[inverse].view(batch, steps, -1)
 
     def forward(self, char_ids: torch.Tensor, initial_state: BiLmState | None = None) -> tuple[torch.Tensor, BiLmState]:
-        """char_ids (B, T, C) -> (layers (L+1, B, T, 2P), final state)."""
+        """char_ids (B, T, C) -> (layers (L+1, B, T, 2P), final state). Rows run sorted by length internally."""
         batch, tokens, _ = char_ids.shape
         ids, lengths = self.add_boundaries(char_ids)  # (B, S, C), (B,)
         steps = ids.shape[1]
+        order = torch.argsort(lengths, descending=True, stable=True)  # longest first
+        restore = torch.argsort(order)
+        ids, lengths = ids[order], lengths[order]
+        active_rows = (lengths.unsqueeze(0) > torch.arange(steps, device=ids.device).unsqueeze(1)).sum(1).tolist()
         mask = torch.arange(steps, device=ids.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B, S)
         token_repr = self.token_representations(ids) * mask.unsqueeze(-1)  # (B, S, P)
         state = initial_state if initial_state is not None else self.zero_state(batch)
+        state_h, state_c = state.h[:, :, order], state.c[:, :, order]
 
         per_direction = []
         final_h, final_c = [], []
@@ -238,7 +236,9 @@ class BiLm(nn.Module):
             inputs = token_repr if direction == 0 else reverse_within_length(token_repr, lengths)
             outputs, hs, cs = [], [], []
             for index, layer in enumerate(layers):
-                out, h, c = layer(inputs, mask, state.h[direction, index], state.c[direction, index], self.clip_counter)
+                out, h, c = layer(
+                    inputs, active_rows, state_h[direction, index], state_c[direction, index], self.clip_counter
+                )
                 if index > 0 and self.config.lstm.use_skip_connections:
                     out = out + inputs
                 outputs.append(out)
@@ -253,7 +253,8 @@ class BiLm(nn.Module):
 
         layers = [torch.cat([token_repr, token_repr], dim=-1)]  # (B, S, 2P): layer 0 duplicated
         layers += [torch.cat([fwd, bwd], dim=-1) for fwd, bwd in zip(*per_direction, strict=True)]
-        stacked = torch.stack(layers)[:, :, 1 : tokens + 1]  # (L+1, B, T, 2P), boundaries removed
+        stacked = torch.stack(layers)[:, restore, 1 : tokens + 1]  # (L+1, B, T, 2P), input order, no boundaries
         token_mask = (char_ids > 0).any(-1)  # (B, T)
         stacked = stacked * token_mask.unsqueeze(0).unsqueeze(-1)
-        return stacked, BiLmState(torch.stack(final_h), torch.stack(final_c))
+        final = BiLmState(torch.stack(final_h)[:, :, restore], torch.stack(final_c)[:, :, restore])
+        return stacked, final
