@@ -7,7 +7,7 @@ from pathlib import Path
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-BUILTIN_MODEL = str(Path(__file__).resolve().parent.parent / "models" / "builtin-tiny")
+BUILTIN_MODEL = str(Path(__file__).resolve().parent.parent / "models" / "elmo-en-small")
 
 
 class EmbedOptions(PipelineOptions):
