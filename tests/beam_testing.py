@@ -40,8 +40,12 @@ def run_job(output: Path, *flags: str, input_glob: str = SAMPLE_GLOB) -> Path:
 
 
 def run_job_summary(output: Path, *flags: str, input_glob: str = SAMPLE_GLOB) -> dict:
-    """Like ``run_job``, returning the run's summary (run_dir, counts, counters, tokens_per_s, padding_ratio)."""
-    argv = [f"--input={input_glob}", f"--output={output}", *flags]
+    """Like ``run_job``, returning the run's summary (run_dir, counts, counters, tokens_per_s, padding_ratio).
+
+    The tiny test model is used unless ``flags`` name another (the job's default is the trained English model).
+    """
+    model = [] if any(f.startswith("--model") for f in flags) else [f"--model={BUILTIN_MODEL}"]
+    argv = [f"--input={input_glob}", f"--output={output}", *model, *flags]
     result = run(argv, test_pipeline=local_pipeline(options=PipelineOptions([f"--runner={LOCAL_RUNNER}", *flags])))
     return result.summary
 

@@ -158,7 +158,6 @@ def test_elmo_splitter_uses_the_inference_tokenizer():
 
 
 def test_blingfire_splitter_tokenizes_like_the_inference_tokenizer():
-    pytest.importorskip("blingfire")
     paragraph = "It rained all day. We didn't go out, so we read (quietly) until 9:30 p.m. at home."
     sentences = SentenceSplitter("blingfire").split(paragraph)
     assert len(sentences) == 2
