@@ -5,13 +5,18 @@ from setuptools import find_packages, setup
 # Pinned: the same versions on every machine, CI, Flink and Dataflow workers.
 MODEL_REQUIRES = [
     "torch==2.15.0",
-    "numpy==2.4.6",
+    "numpy==2.2.6",
     "h5py==3.16.0",
-    "fsspec==2026.9.0",
+    # one URL scheme everywhere outside Beam: gs:// and s3:// through fsspec
+    "fsspec==2025.12.0",
+    "gcsfs==2025.12.0",
+    "s3fs==2025.12.0",
 ]
 PIPELINE_REQUIRES = [
-    "apache-beam==2.77.0",
-    "pyarrow==25.0.0",
+    # 2.62.0: the newest Beam whose Flink runner (and everything its job server needs) Maven Central serves here,
+    # see docs/runners-setup.md. gcp/aws: Beam's own gs:// and s3:// filesystems and the Dataflow runner.
+    "apache-beam[gcp,aws]==2.62.0",
+    "pyarrow==16.1.0",
 ]
 TEST_REQUIRES = [
     "pytest==9.2.0",
@@ -21,6 +26,9 @@ TEST_REQUIRES = [
     "lancedb==0.40.0",
     # the corpus builder's sentence splitter, so its test runs instead of skipping
     "blingfire==0.1.8",
+    # real storage servers the object-store tests start: GCS-compatible and S3-compatible
+    "gcp-storage-emulator==2026.7.19",
+    "moto[server]==5.2.5",
 ]
 
 setup(

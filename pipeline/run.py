@@ -11,7 +11,8 @@ import sys
 import time
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
 
 from pipeline.options import EmbedOptions, job_parser
 from pipeline.plan import RunPlan, plan_run
@@ -26,7 +27,7 @@ from transforms.read import ReadDocuments
 from transforms.tokenize import TokenizeDocuments, WindowsOf
 from transforms.write import WriteErrors, WriteParquet, WriteVertexJsonl, embedding_schema
 
-LOCAL_RUNNER = "FnApiRunner"
+LOCAL_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"  # Beam 2.62 knows it by full name only
 _LOG = logging.getLogger(__name__)
 
 
@@ -90,9 +91,15 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         job_parser().print_help()
         return None
     options = PipelineOptions(argv)
+    if not any(a == "--output_executable_path" or a.startswith("--output_executable_path=") for a in argv):
+        # Beam 2.62 parses each options view with argparse's prefix matching, so our --output also set
+        # PortableOptions' --output_executable_path: a Flink/portable job server then writes a jar there
+        # instead of running the job.
+        options.view_as(PortableOptions).output_executable_path = None
     if test_pipeline is None and options.view_as(StandardOptions).runner is None:
         options.view_as(StandardOptions).runner = LOCAL_RUNNER
     opts = options.view_as(EmbedOptions)
+    FileSystems.set_options(options)  # the launcher's own gs:// / s3:// calls (S3 needs options before a Pipeline)
     plan = plan_run(opts)
     delete_tree(plan.run_dir)  # a re-run replaces the previous run, _SUCCESS first
     p = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)

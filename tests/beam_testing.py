@@ -12,12 +12,11 @@ import torch
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 
-from pipeline.run import run
+from pipeline.run import LOCAL_RUNNER, run
 
 REPO = Path(__file__).resolve().parent.parent
 BUILTIN_MODEL = REPO / "models" / "builtin-tiny"
 SAMPLE_GLOB = str(REPO / "sample_data" / "sotu" / "*")
-LOCAL_RUNNER = "FnApiRunner"  # TestPipeline() without a runner would first try to download Prism
 
 
 def local_pipeline(**options) -> BeamTestPipeline:

@@ -85,7 +85,7 @@ class _ExplodingHandler(ElmoModelHandler):
 
 def test_failed_batches_are_dead_lettered_window_by_window():
     windows = [*WINDOWS, SentenceWindow("c", 0, 0, ("BOOM", "here"))]
-    handler = _ExplodingHandler(str(BUILTIN_MODEL), device="cpu", max_batch_tokens=3)  # "c" gets its own batch
+    handler = _ExplodingHandler(str(BUILTIN_MODEL), device="cpu", max_batch_tokens=2)  # "c" batched alone
     with local_pipeline() as p:
         vectors, failed = p | beam.Create(windows) | EmbedWindows(handler)
         assert_that(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
-from apache_beam.transforms.util import SortAndBatchElements
 
+from transforms.batching import SortAndBatchByWeight
 from transforms.model_handler import ElmoModelHandler
 from transforms.records import SentenceWindow, exception_reason
 
@@ -21,9 +21,8 @@ class EmbedWindows(beam.PTransform):
     """PCollection[SentenceWindow] -> (PCollection[WindowVectors], PCollection[tuple[str doc_id, str reason]]).
 
     Each bundle's windows are sorted by length and cut into batches whose token count stays under the handler's
-    ``max_batch_weight`` (Beam's ``SortAndBatchElements``: RunInference's own ``BatchElements`` does not sort, and
-    in Beam 2.77 rejects ``max_batch_weight``), then run by RunInference with the handler (one model per process,
-    shared by threads).
+    ``max_batch_weight`` (``SortAndBatchByWeight``: RunInference's own ``BatchElements`` neither sorts nor bounds
+    tokens), then run by RunInference with the handler (one model per process, shared by threads).
     A batch whose inference raises is dead-lettered window by window with the reason, never dropped.
     """
 
@@ -33,11 +32,10 @@ class EmbedWindows(beam.PTransform):
 
     def expand(self, windows):
         kwargs = self._handler.batch_elements_kwargs()
-        batches = windows | "SortAndBatchByTokens" >> SortAndBatchElements(
-            min_batch_size=1,
+        batches = windows | "SortAndBatchByTokens" >> SortAndBatchByWeight(
+            size_fn=kwargs["element_size_fn"],
             max_batch_size=kwargs["max_batch_size"],
             max_batch_weight=kwargs["max_batch_weight"],
-            element_size_fn=kwargs["element_size_fn"],
         ).with_input_types(SentenceWindow)
         embedded, dead = (
             batches | "RunInference" >> RunInference(self._handler.with_no_batching()).with_exception_handling()
