@@ -18,11 +18,13 @@ Two state modes:
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from elmo import storage
 from elmo.chars import batch_to_ids
 from elmo.config import ElmoConfig
 from elmo.mix import LayerChoice, apply_layer_choice
@@ -30,6 +32,7 @@ from elmo.model import BiLm, BiLmState
 from elmo.weights import fingerprint, load_weights, save_weights
 
 INITIAL_STATES = ("warm", "zeros")
+MODEL_FILES = ("options.json", "weights.hdf5")
 DEFAULT_INITIAL_STATE = "warm"  # measured closer to a warmed-up stateful run than zeros (README, elmo.state)
 
 
@@ -59,24 +62,33 @@ class Elmo:
         dtype: torch.dtype = torch.float32,
         initial_state: str = DEFAULT_INITIAL_STATE,
     ) -> Elmo:
-        """Loads ``options.json`` + weights ``.hdf5`` (local paths) onto ``device`` ("cpu", "cuda", "cuda:1")."""
+        """Loads ``options.json`` + weights ``.hdf5`` onto ``device`` ("cpu", "cuda", "cuda:1").
+
+        Each may be a local path or a ``gs://`` / ``s3://`` URL (fetched once into the local model cache,
+        ``elmo.storage``)."""
         if str(device).startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"device {device!r} was asked for but CUDA is not available")
-        config = ElmoConfig.from_json(os.fspath(options))
+        config = ElmoConfig.from_json(storage.local_file(options))
         bilm = BiLm(config)
-        load_weights(bilm, os.fspath(weights))
+        load_weights(bilm, storage.local_file(weights))
         return cls(bilm.to(dtype), initial_state=initial_state, device=device)
 
     @classmethod
     def from_directory(cls, model_dir: str | os.PathLike, **kwargs) -> Elmo:
-        """Loads a model directory holding ``options.json`` and ``weights.hdf5``."""
-        return cls.load(os.path.join(model_dir, "options.json"), os.path.join(model_dir, "weights.hdf5"), **kwargs)
+        """Loads a model directory (local, ``gs://`` or ``s3://``) holding ``options.json`` and ``weights.hdf5``."""
+        local = storage.cached_files(model_dir, MODEL_FILES)
+        return cls.load(os.path.join(local, "options.json"), os.path.join(local, "weights.hdf5"), **kwargs)
 
     def save(self, options_path: str | os.PathLike, weights_path: str | os.PathLike) -> None:
-        """Writes the model back in the official layout."""
-        with open(options_path, "w", encoding="utf-8") as f:
-            f.write(self.config.to_json())
-        save_weights(self.bilm, os.fspath(weights_path))
+        """Writes the model back in the official layout (local paths or ``gs://`` / ``s3://`` URLs)."""
+        storage.write_bytes(os.fspath(options_path), self.config.to_json().encode("utf-8"))
+        if storage.is_remote(weights_path):
+            with tempfile.TemporaryDirectory() as tmp:
+                local = os.path.join(tmp, "weights.hdf5")
+                save_weights(self.bilm, local)
+                storage.upload_file(local, os.fspath(weights_path))
+        else:
+            save_weights(self.bilm, os.fspath(weights_path))
 
     @property
     def fingerprint(self) -> str:

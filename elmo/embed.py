@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 
 import h5py
 import torch
 
+from elmo import storage
 from elmo.api import DEFAULT_INITIAL_STATE, INITIAL_STATES, Elmo
 from elmo.mix import LayerChoice
 
@@ -28,7 +31,7 @@ class InputError(ValueError):
 def read_sentences(path: str) -> list[list[str]]:
     """Reads one whitespace-tokenized sentence per line; raises ``InputError`` naming any bad line (1-based)."""
     sentences = []
-    with open(path, "rb") as f:
+    with storage.open_url(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
             try:
                 line = raw.decode("utf-8")
@@ -64,6 +67,14 @@ def write_embeddings(
     keys = [" ".join(s) for s in sentences] if use_sentence_keys else [str(i) for i in range(len(sentences))]
     if use_sentence_keys and len(set(keys)) != len(keys):
         raise InputError("duplicate sentences cannot be used as keys (--use-sentence-keys)")
+    if storage.is_remote(output):  # HDF5 needs a seekable local file: write it here, then upload it
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, "embeddings.hdf5")
+            tokens = write_embeddings(
+                model, sentences, local, choice, batch_size, stateful, use_sentence_keys, forget_sentences
+            )
+            storage.upload_file(local, output)
+        return tokens
     tokens = 0
     with h5py.File(output, "w") as out:
         for batch in _batches(len(sentences), batch_size):
@@ -84,10 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m elmo.embed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--options", required=True, help="options.json of the biLM")
-    parser.add_argument("--weights", required=True, help="weights .hdf5 of the biLM (official layout)")
-    parser.add_argument("--input", required=True, help="text file, one whitespace-tokenized sentence per line")
-    parser.add_argument("--output", required=True, help="HDF5 file to write")
+    parser.add_argument("--options", required=True, help="options.json of the biLM (path, gs:// or s3://)")
+    parser.add_argument(
+        "--weights",
+        required=True,
+        help="weights .hdf5 of the biLM (official layout; path, gs:// or s3://)",
+    )
+    parser.add_argument(
+        "--input",
+        required=True,
+        help="text file, one whitespace-tokenized sentence per line (path, gs:// or s3://)",
+    )
+    parser.add_argument("--output", required=True, help="HDF5 file to write (path, gs:// or s3://)")
     layers = parser.add_mutually_exclusive_group()
     layers.add_argument(
         "--all",

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from elmo import storage
 from elmo.config import CharCNNConfig, ElmoConfig, LSTMConfig
 from elmo.lm_data import PackedCorpus, WindowBatcher, read_sentences
 from elmo.lm_model import TrainableBiLm, export_bilm
@@ -255,7 +257,14 @@ def heldout_perplexity(
 def export_model(
     model: TrainableBiLm, vocab: Vocabulary, directory: str, train_config: dict, step: int, history: list[dict]
 ) -> None:
-    """Writes options.json, weights.hdf5 (official layout), vocab.txt and training.json into ``directory``."""
+    """Writes options.json, weights.hdf5 (official layout), vocab.txt and training.json into ``directory`` (a local
+    folder, or a ``gs://`` / ``s3://`` prefix: written locally first, then uploaded file by file)."""
+    if storage.is_remote(directory):
+        with tempfile.TemporaryDirectory() as tmp:
+            export_model(model, vocab, tmp, train_config, step, history)
+            for name in sorted(os.listdir(tmp)):
+                storage.upload_file(os.path.join(tmp, name), storage.join(directory, name))
+        return
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     bilm = export_bilm(model.cpu().float())
@@ -348,7 +357,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         value = getattr(args, name, None)
         if value is not None and name not in ("train", "heldout", "vocab", "out"):
             setattr(config, name, value)
-    model = ElmoConfig.from_json(args.options) if args.options else small_english_config()
+    model = ElmoConfig.from_json(storage.local_file(args.options)) if args.options else small_english_config()
     config.model = model.to_dict()
     return config
 

@@ -1,13 +1,21 @@
-"""The end of a run: counts that reconcile, ``manifest.json``, then ``_SUCCESS``."""
+"""The end of a run: counts that reconcile, ``manifest.json``, then ``_SUCCESS``.
+
+Commit protocol (docs/pipeline.md): the launcher deletes ``<run_dir>/_SUCCESS`` and then everything else under
+the run directory before the job starts; the writes go to fixed shard names (Beam stages them under
+``beam-temp-*`` and renames them into place when all are written); once every write is finalized, this step
+removes staging leftovers, checks that the run directory holds exactly the outputs, and writes ``manifest.json``
+and then ``_SUCCESS``. A run that fails or is killed before that has no ``_SUCCESS``.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import apache_beam as beam
 
-from transforms.files import write_text
+from transforms.files import TEMP_DIR_MARK, delete_files, list_tree, write_text
 from transforms.records import DocumentStats
 
 COUNT_NAMES = ("documents_read", "documents_embedded", "documents_failed", "sentences", "tokens", "windows")
@@ -41,7 +49,13 @@ class CountOutcomes(beam.PTransform):
 
 
 def write_manifest(run_dir: str, base: dict[str, Any], counts: dict[str, int], outputs: list[str]) -> str:
-    """Writes ``<run_dir>/manifest.json`` (``base`` + counts + output files), then ``<run_dir>/_SUCCESS``."""
+    """Writes ``<run_dir>/manifest.json`` (``base`` + counts + output files), then ``<run_dir>/_SUCCESS``.
+
+    First checks the run directory: Beam's staging leftovers (``beam-temp-*``) are deleted; a missing output or
+    any other file that is not an output (another writer in the same run directory) fails the run, before
+    anything claims success.
+    """
+    _check_run_dir(run_dir, outputs)
     totals = {name: int(counts.get(name, 0)) for name in COUNT_NAMES}
     manifest = dict(base)
     manifest["counts"] = totals
@@ -51,6 +65,25 @@ def write_manifest(run_dir: str, base: dict[str, Any], counts: dict[str, int], o
     write_text(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     write_text(run_dir.rstrip("/") + "/_SUCCESS", "")
     return path
+
+
+def _check_run_dir(run_dir: str, outputs: list[str]) -> None:
+    present = list_tree(run_dir)
+    leftovers = [p for p in present if TEMP_DIR_MARK in p]
+    delete_files(leftovers, f"deleting staging leftovers under {run_dir}")
+    present_set = {_normal(p) for p in present if p not in leftovers}
+    expected = {_normal(p) for p in outputs}
+    missing = sorted(expected - present_set)
+    unexpected = sorted(present_set - expected - {_normal(f"{run_dir.rstrip('/')}/manifest.json")})
+    if missing or unexpected:
+        raise RuntimeError(
+            f"not committing {run_dir}: missing outputs {missing[:5]}, unexpected files {unexpected[:5]} "
+            "(is another run writing the same run id?)"
+        )
+
+
+def _normal(path: str) -> str:
+    return path if "://" in path else os.path.abspath(path)
 
 
 def _relative(path: str, run_dir: str) -> str:
