@@ -287,8 +287,11 @@ cmd_worker_pool() {
     start)
       mkdir -p "$run_dir/log"
       if [ -f "$pool_pidfile" ] && kill -0 "$(cat "$pool_pidfile")" 2>/dev/null; then
-        say "worker pool already running (pid $(cat "$pool_pidfile"), port $pool_port)"
-        return 0
+        if [ "$(cat "$pool_pidfile.port" 2>/dev/null)" = "$pool_port" ]; then
+          say "worker pool already running (pid $(cat "$pool_pidfile"), port $pool_port)"
+          return 0
+        fi
+        cmd_worker_pool stop
       fi
       port_in_use "$pool_port" && die "127.0.0.1:$pool_port is in use by another process; set FLINK_WORKER_POOL_PORT"
       local bindir
@@ -299,6 +302,7 @@ cmd_worker_pool() {
         -m apache_beam.runners.worker.worker_pool_main --service_port="$pool_port" \
         >"$run_dir/log/worker-pool.log" 2>&1 </dev/null &
       echo $! >"$pool_pidfile"
+      echo "$pool_port" >"$pool_pidfile.port"
       local deadline=$((SECONDS + 60))
       until port_in_use "$pool_port"; do
         kill -0 "$(cat "$pool_pidfile")" 2>/dev/null || { tail -n 20 "$run_dir/log/worker-pool.log" >&2; die "the worker pool exited"; }
@@ -316,7 +320,7 @@ cmd_worker_pool() {
         local deadline=$((SECONDS + 10))
         while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
         kill -KILL -- "-$pid" 2>/dev/null || true
-        rm -f "$pool_pidfile"
+        rm -f "$pool_pidfile" "$pool_pidfile.port"
       fi
       say "worker pool stopped"
       ;;

@@ -1,0 +1,273 @@
+"""The job on a real Flink standalone cluster on 127.0.0.1 (issue 6), from a clean clone.
+
+``scripts/flink_local.sh`` fetches Flink 1.19.3 (PyPI archives, unpacked, not installed) and builds Beam's Flink
+job-server jar with Maven (cached in build/ and ~/.m2), starts a JobManager and a TaskManager with 2 slots and a
+Beam EXTERNAL worker pool for the Python SDK workers; the job runs through ``FlinkRunner --flink_master`` with
+parallelism 2, with the flags ``scripts/runner_flink.sh`` gives ``run_pipeline.sh flink``. Its outputs must equal
+the local FnApiRunner's. Java and Maven are required: without them this test fails (it does not skip).
+See docs/flink.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from tests.beam_testing import (
+    BUILTIN_MODEL,
+    REPO,
+    SAMPLE_GLOB,
+    restore_torch_threads,  # noqa: F401  (autouse fixture)
+    run_job,
+    sentence_vectors,
+)
+
+SCRIPT = REPO / "scripts" / "flink_local.sh"
+PARALLELISM = 2
+SAMPLE_DOCUMENTS = 221
+
+# run_pipeline.sh's has_flag, then its runner script: prints the flags `run_pipeline.sh flink ARGS` adds
+RUNNER_FLAGS = """
+has_flag() {
+  local name="$1"; shift
+  for arg in "$@"; do case "$arg" in "--$name" | "--$name="*) return 0 ;; esac; done
+  return 1
+}
+runner_flags=()
+source scripts/runner_flink.sh "$@"
+printf '%s\\n' "${runner_flags[@]}"
+"""
+
+# the job as run_pipeline.sh runs it, reporting the final state too
+RUN_JOB = """
+import json, sys
+from pipeline.run import run
+result = run(sys.argv[1:])
+print("FLINK_TEST_RESULT " + json.dumps({"state": str(result.state), "summary": result.summary}, default=str))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _timed(label: str, timings: dict, fn):
+    started = time.monotonic()
+    try:
+        return fn()
+    finally:
+        timings[label] = round(time.monotonic() - started, 1)
+        print(f"[flink test] {label}: {timings[label]} s", flush=True)
+
+
+def _script(env: dict, *args: str, timeout: float) -> str:
+    proc = subprocess.run(
+        [str(SCRIPT), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"scripts/flink_local.sh {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc.stdout
+
+
+def _rest(port: int, path: str) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+        return json.load(response)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Fetches, starts and finally stops a JobManager, a TaskManager (2 slots) and the Python worker pool."""
+    missing = [tool for tool in ("java", "mvn") if shutil.which(tool) is None]
+    if missing:
+        pytest.fail(
+            f"{' and '.join(missing)} not found on PATH: the Flink integration test needs a JDK 11/17 (java) and "
+            "Maven 3 (mvn) to run Flink and build Beam's job-server jar (apt-get install openjdk-17-jdk-headless "
+            "maven); see docs/flink.md"
+        )
+    rest_port, rpc_port, pool_port = _free_port(), _free_port(), _free_port()
+    env = {
+        **os.environ,
+        "FLINK_REST_PORT": str(rest_port),
+        "FLINK_RPC_PORT": str(rpc_port),
+        "FLINK_WORKER_POOL_PORT": str(pool_port),
+        "ELMO_PYTHON": sys.executable,
+        "NO_GCE_CHECK": "true",
+    }
+    timings: dict[str, float] = {}
+    _timed(
+        "fetch (Flink archives + job-server jar, cached after the first run)",
+        timings,
+        lambda: _script(env, "fetch", timeout=1800),
+    )
+    try:
+        _timed("start cluster", timings, lambda: _script(env, "start", "--taskmanagers=1", "--slots=2", timeout=300))
+        _timed("start worker pool", timings, lambda: _script(env, "worker-pool", "start", timeout=120))
+        yield {"env": env, "rest_port": rest_port, "pool_port": pool_port, "timings": timings}
+    except BaseException:
+        log_dir = REPO / "build" / "flink-run" / "log"
+        for log in sorted(log_dir.glob("*.log")):
+            print(f"--- {log} (last 40 lines)\n" + "\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+        raise
+    finally:
+        subprocess.run([str(SCRIPT), "worker-pool", "stop"], cwd=REPO, env=env, timeout=60, check=False)
+        subprocess.run([str(SCRIPT), "stop"], cwd=REPO, env=env, timeout=120, check=False)
+
+
+def _runner_flags(*args: str) -> list[str]:
+    proc = subprocess.run(
+        ["bash", "-c", RUNNER_FLAGS, "runner_flink", *args], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split()
+
+
+@pytest.fixture(scope="module")
+def flink_run(cluster, tmp_path_factory) -> dict:
+    """The sample through FlinkRunner on the cluster; returns the final state, the run summary and timings."""
+    user_flags = [
+        f"--flink_master=127.0.0.1:{cluster['rest_port']}",
+        "--environment_type=EXTERNAL",
+        f"--environment_config=127.0.0.1:{cluster['pool_port']}",
+    ]
+    runner_flags = _runner_flags(*user_flags)
+    assert "--runner=FlinkRunner" in runner_flags and f"--parallelism={PARALLELISM}" in runner_flags
+    output = tmp_path_factory.mktemp("flink")
+    argv = [
+        f"--input={SAMPLE_GLOB}",
+        f"--output={output}",
+        f"--model={BUILTIN_MODEL}",
+        *runner_flags,
+        *user_flags,
+    ]
+    proc = _timed(
+        "job on Flink (launch + job server + run)",
+        cluster["timings"],
+        lambda: subprocess.run(
+            [sys.executable, "-c", RUN_JOB, *argv],
+            cwd=REPO,
+            env=cluster["env"],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        ),
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"the job failed on Flink ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("FLINK_TEST_RESULT "))
+    result = json.loads(line.split(" ", 1)[1])
+    print(proc.stdout)
+    return {**result, "run_dir": Path(result["summary"]["run_dir"])}
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory) -> Path:
+    """The same job on the local FnApiRunner, the reference."""
+    started = time.monotonic()
+    run_dir = run_job(tmp_path_factory.mktemp("local"))
+    print(f"[flink test] local FnApiRunner reference: {time.monotonic() - started:.1f} s", flush=True)
+    return run_dir
+
+
+def test_the_job_is_done_and_its_counts_reconcile(flink_run):
+    assert flink_run["state"] == "DONE"
+    run_dir = flink_run["run_dir"]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    counts = manifest["counts"]
+    assert (run_dir / "_SUCCESS").exists()
+    assert counts["documents_read"] == SAMPLE_DOCUMENTS
+    assert counts["documents_read"] == counts["documents_embedded"] + counts["documents_failed"]
+    assert manifest["reconciled"] is True
+    assert manifest["runner"] == "FlinkRunner"
+    table = pq.read_table(run_dir / "sentences")
+    assert table.num_rows == counts["sentences"]
+    assert sum(len(t) for t in table.column("tokens").to_pylist()) == counts["tokens"]
+    counters = flink_run["summary"]["counters"]  # Beam's counters, as the Flink job server reports them
+    assert counters["documents_read"] == counts["documents_read"]
+    assert counters["documents_embedded"] == counts["documents_embedded"]
+
+
+def test_outputs_equal_the_local_runner(flink_run, local_run, cluster):
+    flink_dir = flink_run["run_dir"]
+    local_counts = json.loads((local_run / "manifest.json").read_text())["counts"]
+    assert json.loads((flink_dir / "manifest.json").read_text())["counts"] == local_counts
+    flink_vectors, local_vectors = sentence_vectors(flink_dir), sentence_vectors(local_run)
+    assert sorted(flink_vectors) == sorted(local_vectors)
+    worst = max(float(np.max(np.abs(flink_vectors[k] - local_vectors[k]))) for k in local_vectors)
+    print(f"[flink test] max |diff| Flink vs local over {len(local_vectors)} sentence vectors: {worst:.2e}")
+    assert worst <= 1e-4
+
+    def rows(run_dir: Path, kind: str) -> dict:
+        records = [json.loads(x) for f in sorted((run_dir / kind).glob("part-*")) for x in f.read_text().splitlines()]
+        return {r["id"]: r for r in records}
+
+    flink_vertex, local_vertex = rows(flink_dir, "vertex"), rows(local_run, "vertex")
+    assert sorted(flink_vertex) == sorted(local_vertex)
+    for key, record in local_vertex.items():
+        assert flink_vertex[key]["restricts"] == record["restricts"]
+        np.testing.assert_allclose(flink_vertex[key]["embedding"], record["embedding"], atol=1e-4)
+    assert rows(flink_dir, "errors") == rows(local_run, "errors") == {}
+
+    def text_columns(run_dir: Path) -> dict:
+        table = pq.read_table(run_dir / "sentences", columns=["id", "doc_id", "text", "tokens", "token_starts"])
+        return {r["id"]: r for r in table.to_pylist()}
+
+    assert text_columns(flink_dir) == text_columns(local_run)
+    print(f"[flink test] timings: {cluster['timings']}")
+
+
+def test_the_flink_rest_api_shows_the_job_ran_on_the_cluster_in_parallel(flink_run, cluster):
+    port = cluster["rest_port"]
+    jobs = [j for j in _rest(port, "/jobs/overview")["jobs"] if j["name"].startswith("BeamApp")]
+    assert [j["state"] for j in jobs] == ["FINISHED"]
+    job = _rest(port, f"/jobs/{jobs[0]['jid']}")
+    print(
+        f"[flink test] Flink job {job['jid']}: {job['state']} in {job['duration'] / 1000:.1f} s, "
+        f"{len(job['vertices'])} vertices"
+    )
+    assert job["state"] == "FINISHED"
+    assert all(v["parallelism"] >= PARALLELISM for v in job["vertices"])
+    assert all(v["tasks"].get("FINISHED", 0) == v["parallelism"] for v in job["vertices"])
+    # every subtask of the embedding stage ran on a TaskManager of this cluster
+    embed = next(v for v in job["vertices"] if "EmbedWindows" in v["name"])
+    subtasks = _rest(port, f"/jobs/{job['jid']}/vertices/{embed['id']}")["subtasks"]
+    assert len(subtasks) == PARALLELISM and all(s["status"] == "FINISHED" for s in subtasks)
+    records = [s["metrics"]["read-records"] for s in subtasks]
+    print(f"[flink test] records read by each subtask of the embedding stage: {records}")
+    assert all(n > 0 for n in records)  # the data really was split between the two subtasks
+    taskmanagers = {tm["id"] for tm in _rest(port, "/taskmanagers")["taskmanagers"]}
+    assert {s["taskmanager-id"] for s in subtasks} <= taskmanagers
+
+
+def test_run_pipeline_flink_starts_nothing_without_a_master():
+    proc = subprocess.run(
+        ["./run_pipeline.sh", "flink", "--environment_type=EXTERNAL"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2 and "--flink_master=HOST:PORT is required" in proc.stderr
+    proc = subprocess.run(
+        ["./run_pipeline.sh", "flink", "--flink_master=127.0.0.1:1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2 and "--environment_type is required" in proc.stderr
