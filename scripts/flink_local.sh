@@ -116,8 +116,11 @@ fetch_job_server() {
   else
     need_maven
     say "building $(jar_name) with Maven from $pom (dependencies from Maven Central, cached in ~/.m2)"
-    mvn -B -q -Dstyle.color=never -f "$pom" package -Djob.server.build.dir="$build/job-server/maven" \
-      || die "mvn package of $pom failed (is org.apache.beam:beam-runners-flink-$FLINK_MINOR:$(beam_version) served by your Maven repository?)"
+    if ! mvn -B -Dstyle.color=never -f "$pom" package -Djob.server.build.dir="$build/job-server/maven" \
+      >"$build/job-server/maven.log" 2>&1; then
+      tail -n 40 "$build/job-server/maven.log" >&2
+      die "mvn package of $pom failed, log in $build/job-server/maven.log (does your Maven repository serve org.apache.beam:beam-runners-flink-$FLINK_MINOR:$(beam_version) and its dependencies?)"
+    fi
     mv "$build/job-server/maven/$(jar_name)" "$jar.tmp"
     rm -rf "$build/job-server/maven"
     mkdir -p "$cache"

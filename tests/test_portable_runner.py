@@ -1,0 +1,128 @@
+"""The portable path (issue 6): ``run_pipeline.sh portable`` against a Beam job service with an EXTERNAL
+worker pool, the arrangement used in front of any portable runner. The job service here is Beam's own Python
+one (``local_job_service_main``: cheap, no JVM); tests/test_flink_cluster.py runs the same job on Flink."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.beam_testing import (
+    BUILTIN_MODEL,
+    REPO,
+    SAMPLE_GLOB,
+    restore_torch_threads,  # noqa: F401  (autouse fixture)
+    run_job,
+    sentence_vectors,
+)
+
+SCRIPT = REPO / "scripts" / "flink_local.sh"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the job service exited with {process.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.3)
+    pytest.fail(f"nothing listened on 127.0.0.1:{port} within {seconds} s")
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory):
+    """A Beam job service and an EXTERNAL worker pool on 127.0.0.1; both stopped at the end."""
+    bindir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),  # the pool starts a bare `python`
+        "ELMO_PYTHON": sys.executable,
+        "FLINK_WORKER_POOL_PORT": str(_free_port()),
+        "NO_GCE_CHECK": "true",
+    }
+    job_port = _free_port()
+    log = (tmp_path_factory.mktemp("job-service") / "job-service.log").open("w")
+    job_service = subprocess.Popen(
+        [sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main", f"--port={job_port}"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_for_port(job_port, job_service, 60)
+        pool = subprocess.run(
+            [str(SCRIPT), "worker-pool", "start"], cwd=REPO, env=env, capture_output=True, text=True, check=False
+        )
+        assert pool.returncode == 0, pool.stderr
+        yield {"env": env, "job_port": job_port, "pool_port": int(env["FLINK_WORKER_POOL_PORT"])}
+    finally:
+        subprocess.run([str(SCRIPT), "worker-pool", "stop"], cwd=REPO, env=env, timeout=60, check=False)
+        job_service.terminate()
+        try:
+            job_service.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            job_service.kill()
+            job_service.wait()
+        log.close()
+
+
+def test_run_pipeline_portable_equals_the_local_runner(services, tmp_path):
+    started = time.monotonic()
+    proc = subprocess.run(
+        [
+            "./run_pipeline.sh",
+            "portable",
+            f"--job_endpoint=127.0.0.1:{services['job_port']}",
+            "--environment_type=EXTERNAL",
+            f"--environment_config=127.0.0.1:{services['pool_port']}",
+            f"--input={SAMPLE_GLOB}",
+            f"--output={tmp_path / 'portable'}",
+            f"--model={BUILTIN_MODEL}",
+        ],
+        cwd=REPO,
+        env=services["env"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    print(f"[portable test] job: {time.monotonic() - started:.1f} s\n{proc.stdout}")
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    portable_dir = next((tmp_path / "portable").glob("run-*"))
+    manifest = json.loads((portable_dir / "manifest.json").read_text())
+    assert (portable_dir / "_SUCCESS").exists() and manifest["reconciled"] is True
+    assert manifest["runner"] == "PortableRunner"
+
+    local_dir = run_job(tmp_path / "local")
+    assert manifest["counts"] == json.loads((local_dir / "manifest.json").read_text())["counts"]
+    portable, local = sentence_vectors(portable_dir), sentence_vectors(local_dir)
+    assert sorted(portable) == sorted(local)
+    assert max(float(np.max(np.abs(portable[k] - local[k]))) for k in local) <= 1e-4
+
+
+def test_run_pipeline_portable_starts_nothing_without_an_endpoint():
+    proc = subprocess.run(
+        ["./run_pipeline.sh", "portable", "--environment_type=LOOPBACK"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2 and "--job_endpoint=HOST:PORT is required" in proc.stderr
