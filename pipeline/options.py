@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
 BUILTIN_MODEL = str(Path(__file__).resolve().parent.parent / "models" / "elmo-en-small")
+GPU_TYPE_RE = re.compile(r"nvidia-[a-z0-9]+(-[a-z0-9]+)*")  # Dataflow's accelerator names: nvidia-l4, nvidia-tesla-t4
+GPU_SHARING = ("shared_model", "mps", "single_process")  # how the SDK processes of a GPU worker use it
+
+
+def gpu_type(value: str) -> str:
+    """argparse type of ``--gpu_type``: a Dataflow accelerator name such as nvidia-l4 or nvidia-tesla-t4."""
+    if not GPU_TYPE_RE.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a GPU type like nvidia-l4 or nvidia-tesla-t4")
+    return value
 
 
 class EmbedOptions(PipelineOptions):
@@ -94,6 +104,23 @@ class EmbedOptions(PipelineOptions):
         )
         parser.add_argument(
             "--num_shards", type=int, default=1, help="Files per output kind (fixed, so re-runs replace them)."
+        )
+        # Dataflow GPU workers (pipeline/dataflow.py turns these into Beam/Dataflow flags; docs/dataflow.md)
+        parser.add_argument(
+            "--gpu_type",
+            type=gpu_type,
+            default=None,
+            help="Dataflow: attach this GPU to every worker (nvidia-l4, nvidia-tesla-t4, ...): adds the "
+            "worker_accelerator service option with driver install, --device cuda and --gpu_sharing's settings.",
+        )
+        parser.add_argument("--gpu_count", type=int, default=1, help="Dataflow: GPUs per worker (only 1 for now).")
+        parser.add_argument(
+            "--gpu_sharing",
+            default="shared_model",
+            choices=GPU_SHARING,
+            help="Dataflow GPU workers: shared_model (one model per VM served to every SDK process, --large_model), "
+            "mps (a model per SDK process, NVIDIA MPS runs them concurrently), single_process (one SDK process "
+            "per VM, --experiments=no_use_multiple_sdk_containers).",
         )
 
 
