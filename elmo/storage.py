@@ -28,7 +28,8 @@ T = TypeVar("T")
 
 REMOTE_SCHEMES = ("gs://", "s3://", "gcs://", "s3a://")
 CACHE_ENV = "ELMO_MODEL_CACHE"
-RETRY_ATTEMPTS = 6  # our own retries: 0.5 + 1 + 2 + 4 + 8 s of backoff (+ jitter) before giving up
+ATTEMPTS_ENV = "ELMO_STORAGE_ATTEMPTS"
+RETRY_ATTEMPTS = 4  # our own retries on top of the clients' (which retry each request): 0.5 + 1 + 2 s of backoff
 RETRY_INITIAL_S = 0.5
 RETRY_MAX_S = 8.0
 
@@ -83,13 +84,14 @@ def retries_done() -> int:
     return _RETRIES["count"]
 
 
-def with_retries(fn: Callable[[], T], what: str, attempts: int = RETRY_ATTEMPTS) -> T:
+def with_retries(fn: Callable[[], T], what: str, attempts: int | None = None) -> T:
     """Calls ``fn`` until it succeeds, retrying transient errors with exponential backoff and jitter.
 
     For our own storage steps that no client retries as a whole (a model fetch, ``manifest.json``, ``_SUCCESS``).
     A permanent error (not found, forbidden) is raised at once; after ``attempts`` a ``StorageError`` naming
-    ``what`` (the URL) and the last error is raised.
+    ``what`` (the URL) and the last error is raised. ``$ELMO_STORAGE_ATTEMPTS`` overrides the default of 4.
     """
+    attempts = attempts or int(os.environ.get(ATTEMPTS_ENV, RETRY_ATTEMPTS))
     delay = RETRY_INITIAL_S
     for attempt in range(1, attempts + 1):
         try:

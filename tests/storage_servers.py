@@ -58,12 +58,17 @@ class FaultProxy:
     failed: int = 0
     requests: int = 0
     _fail_until: float = 0.0
-    _trigger: tuple[re.Pattern, float] | None = None
+    _triggers: list = field(default_factory=list)
+    events: list = field(default_factory=list)  # (seconds since start, what happened)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _open: set = field(default_factory=set)
     _stopped: bool = False
 
+    def _event(self, what: str) -> None:
+        self.events.append((round(time.monotonic() - self._started, 2), what))
+
     def start(self) -> FaultProxy:
+        self._started = time.monotonic()
         self._server = socket.create_server((HOST, self.port))
         threading.Thread(target=self._accept, daemon=True).start()
         return self
@@ -85,12 +90,13 @@ class FaultProxy:
 
     def fail_when(self, pattern: str, seconds: float) -> None:
         """Starts ``fail_for(seconds)`` at the first request whose request line matches ``pattern`` (regex)."""
-        self._trigger = (re.compile(pattern.encode()), seconds)
+        with self._lock:
+            self._triggers.append((re.compile(pattern.encode()), seconds))
 
     def heal(self) -> None:
         with self._lock:
             self._fail_until = 0.0
-            self._trigger = None
+            self._triggers = []
 
     def _drop_open(self) -> None:
         with self._lock:
@@ -127,7 +133,8 @@ class FaultProxy:
     def _refuse(self, client: socket.socket) -> None:
         try:
             client.settimeout(5)
-            client.recv(65536)
+            head = client.recv(65536)
+            self._event(f"503 (new connection): {head.splitlines()[0][:100] if head else b''!r}")
             with self._lock:
                 self.failed += 1
             client.sendall(SERVICE_UNAVAILABLE)
@@ -144,11 +151,17 @@ class FaultProxy:
                     if match:
                         with self._lock:
                             self.requests += 1
-                        trigger = self._trigger
-                        if trigger and trigger[0].search(match.group(0)):
-                            self._trigger = None
-                            self.fail_for(trigger[1])
+                        with self._lock:
+                            fired = [t for t in self._triggers if t[0].search(match.group(0))]
+                            self._triggers = [t for t in self._triggers if t not in fired]
+                        if fired:  # this request and every open connection are dropped
+                            self._event(f"outage starts, dropped: {match.group(0)[:100]!r}")
+                            with self._lock:
+                                self.failed += 1
+                            self.fail_for(fired[0][1])
+                            break
                         if self.failing:
+                            self._event(f"503: {match.group(0)[:100]!r}")
                             with self._lock:
                                 self.failed += 1
                             src.sendall(SERVICE_UNAVAILABLE)

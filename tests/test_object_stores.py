@@ -4,15 +4,20 @@ the commit protocol, transient and persistent storage failures, and the ``elmo``
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
 from tests.beam_testing import (
     BUILTIN_MODEL,
+    REPO,
     SAMPLE_GLOB,
     restore_torch_threads,  # noqa: F401  (autouse fixture)
     run_job_summary,
@@ -36,7 +41,7 @@ def stores(storage_servers, tmp_path_factory):  # noqa: F811
         upload_tree(local_in, f"{scheme}://{bucket}/in")
         upload_tree(BUILTIN_MODEL, f"{scheme}://{bucket}/models/tiny", MODEL_FILES)
     reference = run_job_summary(tmp_path_factory.mktemp("local-out"), "--run_id=local", input_glob=f"{local_in}/*")
-    return {"servers": storage_servers, "reference": reference}
+    return {"servers": storage_servers, "reference": reference, "local_input": local_in}
 
 
 def _run_remote(scheme: str, run_id: str, *flags: str) -> dict:
@@ -69,4 +74,180 @@ def test_pipeline_reads_model_and_inputs_and_writes_outputs_on_the_store(stores,
     started = time.monotonic()
     summary = _run_remote(scheme, "e2e")
     print(f"{scheme}: {time.monotonic() - started:.1f} s")
+    _same_as_reference(summary, stores["reference"], tmp_path)
+
+
+# the first download of input data, then the first staged output shard (Beam writes beam-temp-* files first)
+INPUT_READ = {"gs": r"GET /download/storage/v1/b/\S+/o/in%2F|GET \S+/o/in%2F\S+alt=media", "s3": r"GET /[^/]+/in/"}
+SHARD_WRITE = {"gs": r"POST /upload/storage/v1/b/", "s3": r"beam-temp"}
+
+
+@pytest.mark.parametrize("scheme", ["gs", "s3"])
+def test_store_outage_mid_run_is_retried_and_nothing_is_lost(stores, scheme, tmp_path):
+    """The store fails every request (503, open connections dropped) for 3 s when the job first reads input data,
+    and again for 3 s when it first writes an output shard; the run completes with the reference output."""
+    proxy = stores["servers"][scheme].proxy
+    before = proxy.failed
+    proxy.fail_when(INPUT_READ[scheme], 3.0)
+    proxy.fail_when(SHARD_WRITE[scheme], 3.0)
+    try:
+        started = time.monotonic()
+        summary = _run_remote(scheme, "outage")
+        seconds = time.monotonic() - started
+    finally:
+        fired = not proxy._triggers
+        proxy.heal()
+    failed = proxy.failed - before
+    print(f"{scheme}: {failed} requests failed by the proxy; run took {seconds:.1f} s")
+    print("\n".join(f"  {t:8.2f} {what}" for t, what in proxy.events[-failed - 2 :]))
+    assert fired and failed >= 2
+    _same_as_reference(summary, stores["reference"], tmp_path)
+
+
+def _objects(url: str) -> list[str]:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url)
+    fs.invalidate_cache()
+    return sorted(p[len(root.rstrip("/")) + 1 :] for p in fs.find(root))
+
+
+def test_killed_run_leaves_no_success_and_a_rerun_replaces_it(stores, tmp_path):
+    """A run killed (SIGKILL) while writing its shards leaves no ``_SUCCESS``; re-running the same run id
+    replaces everything (stale shards of an older attempt with another shard count included), no duplicates."""
+    import fsspec
+
+    scheme, bucket = "s3", BUCKETS["s3"]
+    run_dir = f"{scheme}://{bucket}/out/killed"
+    with fsspec.open(f"{run_dir}/_SUCCESS", "wb") as f:  # an older, complete attempt with 3 shards
+        f.write(b"older attempt")
+    with fsspec.open(f"{run_dir}/sentences/part-00002-of-00003.parquet", "wb") as f:
+        f.write(b"older shard")
+    proxy = stores["servers"][scheme].proxy
+    proxy.fail_when(r"/out/killed/vertex/beam-temp", 120.0)  # the store goes away mid-write ...
+    argv = [
+        sys.executable,
+        "-m",
+        "pipeline.run",
+        f"--input={scheme}://{bucket}/in/*",
+        f"--output={scheme}://{bucket}/out",
+        f"--model={scheme}://{bucket}/models/tiny",
+        "--run_id=killed",
+    ]
+    job = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 180
+        while proxy._triggers and job.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert job.poll() is None, job.stderr.read().decode()[-3000:]
+        assert not proxy._triggers, "the job never wrote a shard"
+        time.sleep(1.0)
+        job.kill()  # ... and the job is killed while it retries
+        job.wait(30)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+        job.stderr.close()
+        proxy.heal()
+    left = _objects(run_dir)
+    print(f"the killed run left {left}")
+    assert "_SUCCESS" not in left and "sentences/part-00002-of-00003.parquet" not in left
+    summary = _run_remote(scheme, "killed")
+    names = _same_as_reference(summary, stores["reference"], tmp_path)  # exactly the outputs + manifest
+    assert not any("beam-temp" in n for n in names)
+    print(f"killed run left {len(left)} objects; the re-run holds {len(names)}")
+
+
+def test_model_files_are_fetched_once_per_process_into_a_content_addressed_cache(stores, tmp_path, monkeypatch):
+    from elmo import Elmo, storage
+    from transforms.files import localize_directory
+
+    monkeypatch.setenv("ELMO_MODEL_CACHE", str(tmp_path / "cache"))
+    url = f"gs://{BUCKETS['gs']}/models/cache-test"
+    upload_tree(BUILTIN_MODEL, url, MODEL_FILES)
+    start = storage.fetch_count()
+    local = localize_directory(url, ("options.json", "weights.hdf5"))  # the pipeline's path (Beam filesystems)
+    assert storage.fetch_count() == start + 2
+    for _ in range(3):  # the model handler's load_model, once per DoFn instance or bundle
+        assert localize_directory(url, ("options.json", "weights.hdf5")) == local
+    model = Elmo.from_directory(url)  # the elmo API's path (fsspec): same process, same files -> no fetch
+    assert storage.fetch_count() == start + 2
+    assert model.fingerprint == Elmo.from_directory(BUILTIN_MODEL).fingerprint
+    assert Path(local).parent == tmp_path / "cache" / "content"
+    storage._MEMO.clear()  # as a new process on the same machine: found through the index, not fetched
+    assert localize_directory(url, ("options.json", "weights.hdf5")) == local
+    assert storage.fetch_count() == start + 2
+    options = json.loads((BUILTIN_MODEL / "options.json").read_text())
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    (changed / "options.json").write_text(json.dumps(options, indent=4))  # same model, other bytes
+    upload_tree(changed, url)
+    storage._MEMO.clear()
+    other = localize_directory(url, ("options.json", "weights.hdf5"))
+    assert other != local and storage.fetch_count() == start + 4  # a changed object is fetched again
+    assert sorted(p.name for p in (tmp_path / "cache" / "content").iterdir()) == sorted(
+        [Path(local).name, Path(other).name]
+    )  # no staging directories left behind
+
+
+@pytest.mark.parametrize("scheme", ["gs", "s3"])
+def test_elmo_api_and_embed_command_read_and_write_urls(stores, scheme, tmp_path):
+    from elmo import Elmo
+    from elmo.embed import main
+
+    bucket = BUCKETS[scheme]
+    model_url = f"{scheme}://{bucket}/models/tiny"
+    remote = Elmo.load(f"{model_url}/options.json", f"{model_url}/weights.hdf5")
+    local = Elmo.from_directory(BUILTIN_MODEL)
+    assert remote.fingerprint == local.fingerprint == Elmo.from_directory(model_url).fingerprint
+    lines = tmp_path / "sentences.txt"
+    lines.write_text("The cat sat .\nA bank by the river .\n", encoding="utf-8")
+    upload_tree(tmp_path, f"{scheme}://{bucket}/cli")
+    argv = ["--options", f"{model_url}/options.json", "--weights", f"{model_url}/weights.hdf5", "--top"]
+    remote_io = ["--input", f"{scheme}://{bucket}/cli/sentences.txt", "--output", f"{scheme}://{bucket}/cli/out.hdf5"]
+    assert main([*argv, *remote_io]) == 0
+    assert main([*argv, "--input", str(lines), "--output", str(tmp_path / "local.hdf5")]) == 0
+    download_tree(f"{scheme}://{bucket}/cli", tmp_path / "back")
+    with h5py.File(tmp_path / "back" / "out.hdf5") as got, h5py.File(tmp_path / "local.hdf5") as want:
+        assert set(got) == set(want) == {"0", "1", "sentence_to_index"}
+        assert all(np.array_equal(got[k][...], want[k][...]) for k in ("0", "1"))
+    remote.save(f"{scheme}://{bucket}/saved/options.json", f"{scheme}://{bucket}/saved/weights.hdf5")
+    assert Elmo.from_directory(f"{scheme}://{bucket}/saved").fingerprint == local.fingerprint
+
+
+def test_persistent_store_failure_fails_with_the_url(stores, monkeypatch):
+    """A store that keeps failing: the model fetch gives up after its retries with a message naming the URL;
+    a bucket that does not exist fails the job before it starts, naming the input."""
+    import s3fs
+
+    from elmo import Elmo, storage
+
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    monkeypatch.setenv(storage.ATTEMPTS_ENV, "2")
+    s3fs.S3FileSystem.clear_instance_cache()
+    proxy = stores["servers"]["s3"].proxy
+    url = f"s3://{BUCKETS['s3']}/models/tiny-unreachable"
+    proxy.fail_for(600)
+    started = time.monotonic()
+    try:
+        with pytest.raises(OSError, match=re.escape(url)) as failure:
+            Elmo.from_directory(url)
+    finally:
+        proxy.heal()
+        s3fs.S3FileSystem.clear_instance_cache()
+    print(f"persistent outage reported after {time.monotonic() - started:.1f} s: {failure.value}")
+    with pytest.raises(Exception, match=re.escape("s3://no-such-bucket-elmo/in/*")) as failure:
+        run_job_summary("s3://no-such-bucket-elmo/out", input_glob="s3://no-such-bucket-elmo/in/*")
+    print(f"missing bucket: {failure.value}")
+
+
+def test_mixed_locations_local_input_model_on_s3_output_on_gs(stores, tmp_path):
+    local_in = stores["local_input"]
+    summary = run_job_summary(
+        f"gs://{BUCKETS['gs']}/out",
+        f"--model=s3://{BUCKETS['s3']}/models/tiny",
+        "--run_id=mixed",
+        input_glob=f"{local_in}/*",
+    )
     _same_as_reference(summary, stores["reference"], tmp_path)
