@@ -87,6 +87,15 @@ def _rest(port: int, path: str) -> dict:
         return json.load(response)
 
 
+def _flink_logs(lines: int = 40) -> str:
+    """The last lines of the JobManager, TaskManager and worker pool logs, for failure messages."""
+    logs = sorted((REPO / "build" / "flink-run" / "log").glob("*.log"))
+    return "\n".join(
+        f"--- {log} (last {lines} lines)\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+        for log in logs
+    )
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """Fetches, starts and finally stops a JobManager, a TaskManager (2 slots) and the Python worker pool."""
@@ -117,9 +126,7 @@ def cluster():
         _timed("start worker pool", timings, lambda: _script(env, "worker-pool", "start", timeout=120))
         yield {"env": env, "rest_port": rest_port, "pool_port": pool_port, "timings": timings}
     except BaseException:
-        log_dir = REPO / "build" / "flink-run" / "log"
-        for log in sorted(log_dir.glob("*.log")):
-            print(f"--- {log} (last 40 lines)\n" + "\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+        print(_flink_logs())
         raise
     finally:
         subprocess.run([str(SCRIPT), "worker-pool", "stop"], cwd=REPO, env=env, timeout=60, check=False)
@@ -166,7 +173,10 @@ def flink_run(cluster, tmp_path_factory) -> dict:
         ),
     )
     if proc.returncode != 0:
-        pytest.fail(f"the job failed on Flink ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+        pytest.fail(
+            f"the job failed on Flink ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}\n"
+            + _flink_logs()
+        )
     line = next(x for x in proc.stdout.splitlines() if x.startswith("FLINK_TEST_RESULT "))
     result = json.loads(line.split(" ", 1)[1])
     print(proc.stdout)
