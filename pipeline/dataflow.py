@@ -258,6 +258,26 @@ def complete_argv(argv: list[str]) -> list[str]:
     return argv
 
 
+def flex_argv(argv: list[str]) -> list[str]:
+    """A Flex Template passes every parameter as ``--name=value``; the job's on/off flags (``--token_vectors``,
+    ``--batch_invariant``, ``--large_model``) take no value, so ``=true`` becomes the bare flag and ``=false``
+    drops it. Anything else is refused with the parameter's name."""
+    from pipeline.options import job_parser
+
+    switches = {a.option_strings[0] for a in job_parser()._actions if a.nargs == 0 and a.option_strings[0] != "-h"}
+    out = []
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        if eq and name in switches:
+            if value.lower() == "true":
+                out.append(name)
+            elif value.lower() != "false":
+                raise DataflowConfigError(f"{name}={value}: expected true or false")
+        else:
+            out.append(arg)
+    return out
+
+
 def launch(argv: list[str]):
     """Builds the job and submits it to Dataflow without waiting when Beam only writes a template (what a Flex
     Template launcher asks for with --template_location); returns the ``PipelineResult``."""
