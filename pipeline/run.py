@@ -13,6 +13,7 @@ import time
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
+from apache_beam.runners.runner import PipelineState
 
 from pipeline.options import EmbedOptions, job_parser
 from pipeline.plan import RunPlan, plan_run
@@ -107,7 +108,9 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     _LOG.info("Embedding %d input files into %s", len(plan.files), plan.run_dir)
     started = time.monotonic()
     result = p.run()
-    result.wait_until_finish()
+    state = result.wait_until_finish()
+    if state != PipelineState.DONE:  # Beam raises for FAILED only; CANCELLED or UNKNOWN must not look like success
+        raise RuntimeError(f"the job ended in state {state}, not DONE; {plan.run_dir} has no _SUCCESS")
     summary = summarize(plan.run_dir, result, time.monotonic() - started)
     print(format_summary(summary), flush=True)
     result.summary = summary  # for callers and tests
