@@ -55,8 +55,9 @@ def _run_remote(scheme: str, run_id: str, *flags: str) -> dict:
     )
 
 
-def _same_as_reference(summary: dict, reference: dict, tmp_path: Path) -> list[str]:
-    """Downloads the remote run, checks it against the local reference run; returns the files it holds."""
+def _same_as_reference(summary: dict, reference: dict, tmp_path: Path, atol: float = 0.0) -> list[str]:
+    """Downloads the remote run, checks it against the local reference run (vectors bit-identical, or within
+    ``atol``); returns the files it holds."""
     local = tmp_path / "downloaded"
     names = download_tree(summary["run_dir"], local)
     assert summary["counts"] == reference["counts"] and summary["reconciled"]
@@ -65,7 +66,10 @@ def _same_as_reference(summary: dict, reference: dict, tmp_path: Path) -> list[s
     assert sorted(names) == sorted([*manifest["outputs"], "manifest.json", "_SUCCESS"])
     got, want = sentence_vectors(local), sentence_vectors(Path(reference["run_dir"]))
     assert got.keys() == want.keys()
-    assert all(np.array_equal(got[k], want[k]) for k in want)
+    if atol:
+        assert max(float(np.abs(got[k] - want[k]).max()) for k in want) <= atol
+    else:
+        assert all(np.array_equal(got[k], want[k]) for k in want)
     return names
 
 
@@ -242,12 +246,15 @@ def test_persistent_store_failure_fails_with_the_url(stores, monkeypatch):
     print(f"missing bucket: {failure.value}")
 
 
-def test_mixed_locations_local_input_model_on_s3_output_on_gs(stores, tmp_path):
-    local_in = stores["local_input"]
+def test_mixed_locations_in_two_worker_processes(stores, tmp_path):
+    """Local input, model on GCS, output on S3, in 2 SDK worker processes: the environment (endpoints, credentials,
+    retry settings) reaches the workers and so do our Beam fixes (an empty ``errors/`` shard written to S3)."""
     summary = run_job_summary(
-        f"gs://{BUCKETS['gs']}/out",
-        f"--model=s3://{BUCKETS['s3']}/models/tiny",
+        f"s3://{BUCKETS['s3']}/out",
+        f"--model=gs://{BUCKETS['gs']}/models/tiny",
         "--run_id=mixed",
-        input_glob=f"{local_in}/*",
+        "--direct_num_workers=2",
+        "--direct_running_mode=multi_processing",
+        input_glob=f"{stores['local_input']}/*",
     )
-    _same_as_reference(summary, stores["reference"], tmp_path)
+    _same_as_reference(summary, stores["reference"], tmp_path, atol=1e-4)  # other batches: float32 rounding
