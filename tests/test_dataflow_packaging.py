@@ -15,7 +15,9 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import tarfile
+from pathlib import Path
 
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -209,6 +211,7 @@ def _source_runner_script(*args: str) -> subprocess.CompletedProcess:
     """Sources scripts/runner_dataflow.sh as run_pipeline.sh does, printing the runner_flags it appended."""
     script = 'runner_flags=(); source scripts/runner_dataflow.sh "$@"; printf "%s\\n" "${runner_flags[@]}"'
     env = {k: v for k, v in os.environ.items() if not k.startswith("ELMO_DATAFLOW_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # run_pipeline.sh's venv python
     return subprocess.run(
         ["bash", "-c", script, "runner_dataflow", *args], cwd=REPO, env=env, capture_output=True, text=True
     )
