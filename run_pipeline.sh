@@ -38,4 +38,5 @@ fi
 has_flag input "$@" || [ "$mode" = "dataflow" ] || defaults+=("--input=$repo/sample_data/sotu/*")
 has_flag output "$@" || [ "$mode" = "dataflow" ] || defaults+=("--output=output")
 export NO_GCE_CHECK="${NO_GCE_CHECK:-true}"  # no metadata-server probe off Google Cloud
+export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::FutureWarning}"  # google-cloud libraries warn on import
 exec python -m pipeline.run "${defaults[@]}" "${runner_flags[@]}" "$@"

@@ -15,6 +15,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
 from apache_beam.runners.runner import PipelineState
 
+from pipeline.dataflow import complete_argv
 from pipeline.options import EmbedOptions, job_parser
 from pipeline.plan import RunPlan, plan_run
 from pipeline.summary import format_summary, summarize
@@ -91,6 +92,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     if "-h" in argv or "--help" in argv:
         job_parser().print_help()
         return None
+    argv = complete_argv(argv)  # Dataflow: checked flags and GPU settings; --gpu_type refused elsewhere
     options = PipelineOptions(argv)
     if not any(a == "--output_executable_path" or a.startswith("--output_executable_path=") for a in argv):
         # Beam 2.62 parses each options view with argparse's prefix matching, so our --output also set

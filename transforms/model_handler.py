@@ -14,6 +14,7 @@ from apache_beam.ml.inference.base import ModelHandler
 
 from elmo import Elmo, LayerChoice
 from transforms.files import localize_directory
+from transforms.gpu import check_device
 from transforms.metrics import counter
 from transforms.records import SentenceWindow, WindowVectors
 
@@ -115,8 +116,9 @@ class ElmoModelHandler(ModelHandler[SentenceWindow, WindowVectors, Elmo]):
         """
         if self._torch_threads:
             torch.set_num_threads(self._torch_threads)
+        device = check_device(resolve_device(self._device))  # a job that asked for a GPU stops here without one
         local = localize_directory(self._model_dir, MODEL_FILES)
-        model = Elmo.from_directory(local, device=resolve_device(self._device))
+        model = Elmo.from_directory(local, device=device)
         if self._expected_fingerprint and model.fingerprint != self._expected_fingerprint:
             raise RuntimeError(
                 f"model in {self._model_dir} has fingerprint {model.fingerprint}, "
