@@ -88,10 +88,11 @@ class FaultProxy:
             self._fail_until = time.monotonic() + seconds
         self._drop_open()
 
-    def fail_when(self, pattern: str, seconds: float) -> None:
-        """Starts ``fail_for(seconds)`` at the first request whose request line matches ``pattern`` (regex)."""
+    def fail_when(self, pattern: str, seconds: float, action=None) -> None:
+        """At the first request whose request line matches ``pattern`` (regex): drops it and starts
+        ``fail_for(seconds)``, or, with ``action``, calls ``action()`` in a thread instead (e.g. kill the server)."""
         with self._lock:
-            self._triggers.append((re.compile(pattern.encode()), seconds))
+            self._triggers.append((re.compile(pattern.encode()), seconds, action))
 
     def heal(self) -> None:
         with self._lock:
@@ -122,7 +123,10 @@ class FaultProxy:
             return
         try:
             upstream = socket.create_connection((HOST, self.target_port))
-        except OSError:
+        except OSError:  # the server is down: the client sees its connection dropped
+            self._event("server down: connection dropped")
+            with self._lock:
+                self.failed += 1
             client.close()
             return
         with self._lock:
@@ -158,7 +162,11 @@ class FaultProxy:
                             self._event(f"outage starts, dropped: {match.group(0)[:100]!r}")
                             with self._lock:
                                 self.failed += 1
-                            self.fail_for(fired[0][1])
+                            _, seconds, action = fired[0]
+                            if action is None:
+                                self.fail_for(seconds)
+                            else:
+                                threading.Thread(target=action, daemon=True).start()
                             break
                         if self.failing:
                             self._event(f"503: {match.group(0)[:100]!r}")
@@ -191,6 +199,7 @@ class StorageServer:
         self.process: subprocess.Popen | None = None
         self.proxy: FaultProxy | None = None
         self.log = None
+        self.restarts = 0
 
     @property
     def url(self) -> str:
@@ -205,6 +214,16 @@ class StorageServer:
         if self.proxy is None:
             self.proxy = FaultProxy(self.port).start()
         return self
+
+    def kill_and_restart(self, down_for: float) -> None:
+        """SIGKILLs the server, waits ``down_for`` seconds, starts it again on the same port (same data dir)."""
+        self.proxy._event("server killed")
+        self.process.kill()
+        self.process.wait()
+        time.sleep(down_for)
+        self.start()
+        self.proxy._event("server restarted")
+        self.restarts += 1
 
     def stop_server(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -108,6 +108,24 @@ def test_store_outage_mid_run_is_retried_and_nothing_is_lost(stores, scheme, tmp
     _same_as_reference(summary, stores["reference"], tmp_path)
 
 
+def test_gcs_server_killed_and_restarted_mid_run(stores, tmp_path):
+    """The GCS emulator is SIGKILLed when the job first reads input data and comes back 3 s later on the same port
+    with the same (on-disk) objects; the clients' retries carry the run through with identical output."""
+    server = stores["servers"]["gs"]
+    before = server.proxy.failed
+    server.proxy.fail_when(INPUT_READ["gs"], 0, action=lambda: server.kill_and_restart(3.0))
+    server.proxy.fail_when(SHARD_WRITE["gs"], 0, action=lambda: server.kill_and_restart(3.0))
+    try:
+        summary = _run_remote("gs", "restart")
+    finally:
+        server.proxy.heal()
+    failed = server.proxy.failed - before
+    print(f"gs: killed and restarted {server.restarts}x; {failed} requests failed")
+    print("\n".join(f"  {t:8.2f} {what}" for t, what in server.proxy.events[-failed - 3 :]))
+    assert server.restarts == 2
+    _same_as_reference(summary, stores["reference"], tmp_path)
+
+
 def _objects(url: str) -> list[str]:
     import fsspec
 
