@@ -18,6 +18,7 @@ from transforms.files import glob_root, localize_directory, match_files, read_te
 from transforms.model_handler import MODEL_FILES
 
 SCHEMA_VERSION = 1
+CREDENTIAL_FLAGS = ("s3_access_key_id", "s3_secret_access_key", "s3_session_token")  # Beam's; refused
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,17 @@ def _read_model(model_dir: str) -> _ModelFacts:
 def plan_run(opts: EmbedOptions) -> RunPlan:
     """Matches the input glob, reads the model's tokenizer settings and fingerprint, and names the run directory.
 
-    Fails fast (before any worker starts or any file is touched) on a glob matching nothing, a model directory
-    without its files, layer mix weights that do not fit the model, or impossible window and batch sizes.
+    Fails fast (before any worker starts or any file is touched) on credentials given as flags, a glob matching
+    nothing, a model directory without its files, layer mix weights that do not fit the model, or impossible
+    window and batch sizes.
     """
+    secrets = [f"--{name}" for name in CREDENTIAL_FLAGS if opts.get_all_options().get(name)]
+    if secrets:
+        raise ValueError(
+            f"{', '.join(secrets)}: credentials are not taken from flags (they end up in logs and job graphs); "
+            "use the AWS environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), a profile "
+            "(AWS_PROFILE) or an instance role"
+        )
     if not opts.input:
         raise ValueError("--input GLOB is required")
     files = match_files(opts.input)

@@ -276,3 +276,11 @@ def test_mixed_locations_in_two_worker_processes(stores, tmp_path):
         input_glob=f"{stores['local_input']}/*",
     )
     _same_as_reference(summary, stores["reference"], tmp_path, atol=1e-4)  # other batches: float32 rounding
+
+
+def test_credentials_in_flags_are_refused_before_anything_runs():
+    from pipeline.run import run
+
+    with pytest.raises(ValueError, match="credentials are not taken from flags") as refused:
+        run(["--input=s3://bucket/in/*", "--output=s3://bucket/out", "--s3_secret_access_key=hunter2"])
+    assert "hunter2" not in str(refused.value)
