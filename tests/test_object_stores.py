@@ -284,3 +284,28 @@ def test_credentials_in_flags_are_refused_before_anything_runs():
     with pytest.raises(ValueError, match="credentials are not taken from flags") as refused:
         run(["--input=s3://bucket/in/*", "--output=s3://bucket/out", "--s3_secret_access_key=hunter2"])
     assert "hunter2" not in str(refused.value)
+
+
+def test_training_reads_its_data_from_s3_and_exports_to_gs(stores, tmp_path):
+    from elmo import Elmo
+    from elmo.train import main as train_main
+    from elmo.vocab import Vocabulary
+    from tests.conftest import golden_batches
+    from tests.test_train import TINY_OPTIONS
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    lines = [" ".join(s) for batch in golden_batches("skip") for s in batch]
+    (corpus / "train-0.txt").write_text("\n".join(lines * 4) + "\n")
+    (corpus / "heldout.txt").write_text("\n".join(lines[:3]) + "\n")
+    (corpus / "options.json").write_text(json.dumps(TINY_OPTIONS))
+    Vocabulary.build([line.split() for line in lines], min_count=2).save(str(corpus / "vocab.txt"))
+    data = f"s3://{BUCKETS['s3']}/corpus"
+    upload_tree(corpus, data)
+    export = f"gs://{BUCKETS['gs']}/trained"
+    argv = ["--train", f"{data}/train-*.txt", "--heldout", f"{data}/heldout.txt", "--vocab", f"{data}/vocab.txt"]
+    argv += ["--options", f"{data}/options.json", "--out", str(tmp_path / "run"), "--export", export]
+    argv += ["--batch-size", "4", "--unroll-steps", "10", "--max-steps", "3", "--n-negative-samples", "32"]
+    assert train_main([*argv, "--threads", "1", "--eval-every", "1000", "--log-every", "1000"]) == 0
+    assert _objects(export) == ["options.json", "training.json", "vocab.txt", "weights.hdf5"]
+    assert Elmo.from_directory(export).embed_sentence(["A", "test", "."]).shape == (3, 3, 32)
