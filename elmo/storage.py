@@ -30,6 +30,8 @@ REMOTE_SCHEMES = ("gs://", "s3://", "gcs://", "s3a://")
 CACHE_ENV = "ELMO_MODEL_CACHE"
 ATTEMPTS_ENV = "ELMO_STORAGE_ATTEMPTS"
 RETRY_ATTEMPTS = 4  # our own retries on top of the clients' (which retry each request): 0.5 + 1 + 2 s of backoff
+BUDGET_ENV = "ELMO_STORAGE_RETRY_BUDGET_S"
+RETRY_BUDGET_S = 60.0
 RETRY_INITIAL_S = 0.5
 RETRY_MAX_S = 8.0
 
@@ -84,14 +86,19 @@ def retries_done() -> int:
     return _RETRIES["count"]
 
 
-def with_retries(fn: Callable[[], T], what: str, attempts: int | None = None) -> T:
+def with_retries(fn: Callable[[], T], what: str, attempts: int | None = None, budget_s: float | None = None) -> T:
     """Calls ``fn`` until it succeeds, retrying transient errors with exponential backoff and jitter.
 
     For our own storage steps that no client retries as a whole (a model fetch, ``manifest.json``, ``_SUCCESS``).
     A permanent error (not found, forbidden) is raised at once; after ``attempts`` a ``StorageError`` naming
     ``what`` (the URL) and the last error is raised. ``$ELMO_STORAGE_ATTEMPTS`` overrides the default of 4.
+    No new attempt starts once ``budget_s`` (``$ELMO_STORAGE_RETRY_BUDGET_S``, default 60 s) have passed since the
+    first: when a client has already retried one call for minutes, repeating it all would only multiply the wait
+    before a persistent outage is reported.
     """
     attempts = attempts or int(os.environ.get(ATTEMPTS_ENV, RETRY_ATTEMPTS))
+    budget_s = budget_s if budget_s is not None else float(os.environ.get(BUDGET_ENV, RETRY_BUDGET_S))
+    started = time.monotonic()
     delay = RETRY_INITIAL_S
     for attempt in range(1, attempts + 1):
         try:
@@ -99,9 +106,10 @@ def with_retries(fn: Callable[[], T], what: str, attempts: int | None = None) ->
         except Exception as err:  # classified below
             if _is_permanent(err):
                 raise
-            if attempt == attempts:
+            elapsed = time.monotonic() - started
+            if attempt == attempts or elapsed + delay > budget_s:
                 raise StorageError(
-                    f"{what}: still failing after {attempts} attempts: {type(err).__name__}: {err}"
+                    f"{what}: still failing after {attempt} attempts over {elapsed:.0f} s: {type(err).__name__}: {err}"
                 ) from err
             _RETRIES["count"] += 1
             _LOG.warning(

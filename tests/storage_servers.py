@@ -324,17 +324,19 @@ GCS_BUCKET = "elmo-test-gs"
 S3_BUCKET = "elmo-test-s3"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def storage_servers(tmp_path_factory):
     """Starts both servers (with proxies), points the standard client variables at them, creates the buckets;
-    yields ``{"gs": StorageServer, "s3": StorageServer}``; stops everything and restores the environment."""
+    yields ``{"gs": StorageServer, "s3": StorageServer}``; stops everything and restores the environment when the
+    module's tests are done (module scope, so that other test modules never see these variables)."""
     root = tmp_path_factory.mktemp("storage-servers")
     servers = {"gs": gcs_server(root / "gcs"), "s3": s3_server(root / "s3")}
     previous = None
     try:
         for server in servers.values():
             server.start()
-        previous = set_environment(client_environment(servers["gs"], servers["s3"]))
+        env = client_environment(servers["gs"], servers["s3"])
+        previous = set_environment({**env, "ELMO_MODEL_CACHE": str(root / "model-cache")})
         from transforms.files import skip_adc_for_gcs_emulator
 
         skip_adc_for_gcs_emulator()
