@@ -4,6 +4,7 @@ the commit protocol, transient and persistent storage failures, and the ``elmo``
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -211,6 +212,32 @@ def test_model_files_are_fetched_once_per_process_into_a_content_addressed_cache
     assert sorted(p.name for p in (tmp_path / "cache" / "content").iterdir()) == sorted(
         [Path(local).name, Path(other).name]
     )  # no staging directories left behind
+
+
+def test_processes_sharing_the_model_cache_fetch_concurrently_without_corrupting_it(stores, tmp_path):
+    """Three processes on one machine fetch the same remote model into one empty cache at the same time: each gets
+    a complete copy, all the same directory; no staging directory is left behind."""
+    cache = tmp_path / "shared-cache"
+    code = (  # imported first, then all start at the same moment
+        "import sys, time; from elmo import storage; time.sleep(max(0.0, float(sys.argv[2]) - time.time())); "
+        "print(storage.cached_files(sys.argv[1], ('options.json', 'weights.hdf5')), storage.fetch_count())"
+    )
+    url = f"s3://{BUCKETS['s3']}/models/tiny"
+    env = {**os.environ, "ELMO_MODEL_CACHE": str(cache)}
+    start = str(time.time() + 10)
+    jobs = [
+        subprocess.Popen([sys.executable, "-c", code, url, start], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    results = [job.communicate(timeout=120)[0].split() for job in jobs]
+    assert all(job.returncode == 0 for job in jobs)
+    directories = {directory for directory, _ in results}
+    assert len(directories) == 1
+    (directory,) = directories
+    assert sorted(p.name for p in (cache / "content").iterdir()) == [Path(directory).name]
+    for name in ("options.json", "weights.hdf5"):
+        assert (Path(directory) / name).read_bytes() == (BUILTIN_MODEL / name).read_bytes()
+    print(f"fetches per process: {[int(n) for _, n in results]}")
 
 
 @pytest.mark.parametrize("scheme", ["gs", "s3"])
