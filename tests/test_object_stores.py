@@ -265,6 +265,25 @@ def test_elmo_api_and_embed_command_read_and_write_urls(stores, scheme, tmp_path
     assert Elmo.from_directory(f"{scheme}://{bucket}/saved").fingerprint == local.fingerprint
 
 
+@pytest.mark.parametrize("scheme", ["gs", "s3"])
+def test_model_fetch_rides_out_a_short_outage(stores, scheme, tmp_path, monkeypatch):
+    from elmo import Elmo, storage
+
+    monkeypatch.setenv("ELMO_MODEL_CACHE", str(tmp_path / "cache"))
+    url = f"{scheme}://{BUCKETS[scheme]}/models/outage-{scheme}"
+    upload_tree(BUILTIN_MODEL, url, MODEL_FILES)
+    proxy = stores["servers"][scheme].proxy
+    before, ours = proxy.failed, storage.retries_done()
+    proxy.fail_for(2.0)
+    try:
+        model = Elmo.from_directory(url)
+    finally:
+        proxy.heal()
+    print(f"{scheme}: {proxy.failed - before} requests failed, {storage.retries_done() - ours} retries of ours")
+    assert proxy.failed > before
+    assert model.fingerprint == Elmo.from_directory(BUILTIN_MODEL).fingerprint
+
+
 def test_persistent_store_failure_fails_with_the_url(stores, monkeypatch):
     """A store that keeps failing: the model fetch gives up after its retries with a message naming the URL;
     a bucket that does not exist fails the job before it starts, naming the input."""
