@@ -14,15 +14,8 @@ here="$(pwd)"
 repo="$(cd "$(dirname "$0")" && pwd)"
 cd "$repo"
 source ./scripts/ensure_venv.sh
+source ./scripts/runner_common.sh  # has_flag and the runner scripts' checks
 cd "$here"
-
-has_flag() {  # has_flag NAME ARGS...: whether --NAME or --NAME=... is among ARGS
-  local name="$1"; shift
-  for arg in "$@"; do
-    case "$arg" in "--$name" | "--$name="*) return 0 ;; esac
-  done
-  return 1
-}
 
 mode="local"
 case "${1:-}" in

@@ -8,25 +8,14 @@
 # Added unless given: --runner=FlinkRunner, --flink_job_server_jar=build/job-server/<Beam's jar name> (built by
 # scripts/flink_local.sh fetch; Maven Central serves no job-server jar for our Beam here), --parallelism=2.
 _flink_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-_flink_fail() { echo "run_pipeline.sh flink: $*" >&2; exit 2; }
-if ! has_flag flink_master "$@"; then
-  _flink_fail "--flink_master=HOST:PORT is required (the Flink REST address; a local cluster: scripts/flink_local.sh start, then --flink_master=127.0.0.1:8081; see docs/flink.md)"
-fi
-if ! has_flag environment_type "$@"; then
-  _flink_fail "--environment_type is required: EXTERNAL with --environment_config=HOST:PORT of a Beam worker pool (scripts/flink_local.sh worker-pool start), or LOOPBACK (workers inside this process)"
-fi
-for _arg in "$@"; do
-  case "$_arg" in
-    --environment_type=EXTERNAL | --environment_type=external)
-      has_flag environment_config "$@" || _flink_fail "--environment_type=EXTERNAL needs --environment_config=HOST:PORT (the worker pool's address)" ;;
-    --runner=* | --runner) _flink_user_runner=1 ;;
-  esac
-done
-[ -n "${_flink_user_runner:-}" ] || runner_flags+=("--runner=FlinkRunner")
+has_flag flink_master "$@" \
+  || runner_fail flink "--flink_master=HOST:PORT is required (the Flink REST address; a local cluster: scripts/flink_local.sh start, then --flink_master=127.0.0.1:8081; see docs/flink.md)"
+require_sdk_environment flink "$@"
+add_runner_unless_given FlinkRunner "$@"
 if ! has_flag flink_job_server_jar "$@"; then
   _flink_jar="$("$_flink_repo/scripts/flink_local.sh" jar)"
-  [ -f "$_flink_jar" ] || _flink_fail "no job-server jar at $_flink_jar: run scripts/flink_local.sh fetch (or pass --flink_job_server_jar=PATH)"
+  [ -f "$_flink_jar" ] || runner_fail flink "no job-server jar at $_flink_jar: run scripts/flink_local.sh fetch (or pass --flink_job_server_jar=PATH)"
   runner_flags+=("--flink_job_server_jar=$_flink_jar")
 fi
 has_flag parallelism "$@" || runner_flags+=("--parallelism=2")
-unset _flink_repo _flink_jar _flink_user_runner _arg
+unset _flink_repo _flink_jar

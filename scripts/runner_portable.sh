@@ -9,19 +9,7 @@
 #   --environment_type=EXTERNAL|LOOPBACK|...  where the Python SDK workers run; EXTERNAL also needs
 #   --environment_config=HOST:PORT            a worker pool (scripts/flink_local.sh worker-pool start)
 # Added unless given: --runner=PortableRunner.
-_portable_fail() { echo "run_pipeline.sh portable: $*" >&2; exit 2; }
-if ! has_flag job_endpoint "$@"; then
-  _portable_fail "--job_endpoint=HOST:PORT is required (a running Beam job service, e.g. python -m apache_beam.runners.portability.local_job_service_main --port 8099, then --job_endpoint=127.0.0.1:8099; see docs/flink.md)"
-fi
-if ! has_flag environment_type "$@"; then
-  _portable_fail "--environment_type is required: EXTERNAL with --environment_config=HOST:PORT of a Beam worker pool (scripts/flink_local.sh worker-pool start), or LOOPBACK (workers inside this process)"
-fi
-for _arg in "$@"; do
-  case "$_arg" in
-    --environment_type=EXTERNAL | --environment_type=external)
-      has_flag environment_config "$@" || _portable_fail "--environment_type=EXTERNAL needs --environment_config=HOST:PORT (the worker pool's address)" ;;
-    --runner=* | --runner) _portable_user_runner=1 ;;
-  esac
-done
-[ -n "${_portable_user_runner:-}" ] || runner_flags+=("--runner=PortableRunner")
-unset _portable_user_runner _arg
+has_flag job_endpoint "$@" \
+  || runner_fail portable "--job_endpoint=HOST:PORT is required (a running Beam job service, e.g. python -m apache_beam.runners.portability.local_job_service_main --port 8099, then --job_endpoint=127.0.0.1:8099; see docs/flink.md)"
+require_sdk_environment portable "$@"
+add_runner_unless_given PortableRunner "$@"

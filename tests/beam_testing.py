@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -54,3 +55,22 @@ def sentence_vectors(run_dir: Path) -> dict[str, np.ndarray]:
     table = pa.concat_tables(pq.read_table(f) for f in sorted((run_dir / "sentences").glob("*.parquet")))
     vectors = np.asarray(table.column("sentence_vector").combine_chunks().flatten()).reshape(table.num_rows, -1)
     return dict(zip(table.column("id").to_pylist(), vectors, strict=True))
+
+
+def run_pipeline_sh(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``./run_pipeline.sh ARGS`` from the repository root, output captured (text), never raising on failure."""
+    return subprocess.run(
+        ["./run_pipeline.sh", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def source_runner_script(mode: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Sources ``scripts/runner_<mode>.sh ARGS`` as run_pipeline.sh does (after scripts/runner_common.sh);
+    its stdout is the ``runner_flags`` it appended, one per line."""
+    script = (
+        f'source scripts/runner_common.sh; runner_flags=(); source scripts/runner_{mode}.sh "$@"; '
+        'printf "%s\\n" "${runner_flags[@]}"'
+    )
+    return subprocess.run(
+        ["bash", "-c", script, f"runner_{mode}", *args], cwd=REPO, env=env, capture_output=True, text=True, check=False
+    )

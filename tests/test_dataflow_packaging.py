@@ -31,7 +31,7 @@ from pipeline.dataflow import (
     parse_accelerator,
 )
 from pipeline.options import option_names
-from tests.beam_testing import BUILTIN_MODEL, REPO, SAMPLE_GLOB
+from tests.beam_testing import BUILTIN_MODEL, REPO, SAMPLE_GLOB, source_runner_script
 from transforms.gpu import check_device
 
 PROJECT, REGION, BUCKET = "elmo-test-project", "us-central1", "gs://elmo-test-bucket"
@@ -209,12 +209,9 @@ def test_flex_template_switches_take_true_and_false():
 
 def _source_runner_script(*args: str) -> subprocess.CompletedProcess:
     """Sources scripts/runner_dataflow.sh as run_pipeline.sh does, printing the runner_flags it appended."""
-    script = 'runner_flags=(); source scripts/runner_dataflow.sh "$@"; printf "%s\\n" "${runner_flags[@]}"'
     env = {k: v for k, v in os.environ.items() if not k.startswith("ELMO_DATAFLOW_")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # run_pipeline.sh's venv python
-    return subprocess.run(
-        ["bash", "-c", script, "runner_dataflow", *args], cwd=REPO, env=env, capture_output=True, text=True
-    )
+    return source_runner_script("dataflow", *args, env=env)
 
 
 def test_runner_script_adds_the_flags_or_stops_with_the_reasons():

@@ -30,24 +30,14 @@ from tests.beam_testing import (
     SAMPLE_GLOB,
     restore_torch_threads,  # noqa: F401  (autouse fixture)
     run_job,
+    run_pipeline_sh,
     sentence_vectors,
+    source_runner_script,
 )
 
 SCRIPT = REPO / "scripts" / "flink_local.sh"
 PARALLELISM = 2
 SAMPLE_DOCUMENTS = 221
-
-# run_pipeline.sh's has_flag, then its runner script: prints the flags `run_pipeline.sh flink ARGS` adds
-RUNNER_FLAGS = """
-has_flag() {
-  local name="$1"; shift
-  for arg in "$@"; do case "$arg" in "--$name" | "--$name="*) return 0 ;; esac; done
-  return 1
-}
-runner_flags=()
-source scripts/runner_flink.sh "$@"
-printf '%s\\n' "${runner_flags[@]}"
-"""
 
 # the job as run_pipeline.sh runs it, reporting the final state too
 RUN_JOB = """
@@ -134,9 +124,7 @@ def cluster():
 
 
 def _runner_flags(*args: str) -> list[str]:
-    proc = subprocess.run(
-        ["bash", "-c", RUNNER_FLAGS, "runner_flink", *args], cwd=REPO, capture_output=True, text=True, check=False
-    )
+    proc = source_runner_script("flink", *args)  # the flags `run_pipeline.sh flink ARGS` adds
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.split()
 
@@ -263,21 +251,9 @@ def test_the_flink_rest_api_shows_the_job_ran_on_the_cluster_in_parallel(flink_r
 
 
 def test_run_pipeline_flink_starts_nothing_without_a_master():
-    proc = subprocess.run(
-        ["./run_pipeline.sh", "flink", "--environment_type=EXTERNAL"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = run_pipeline_sh("flink", "--environment_type=EXTERNAL")
     assert proc.returncode == 2 and "--flink_master=HOST:PORT is required" in proc.stderr
-    proc = subprocess.run(
-        ["./run_pipeline.sh", "flink", "--flink_master=127.0.0.1:1"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = run_pipeline_sh("flink", "--flink_master=127.0.0.1:1")
     assert proc.returncode == 2 and "--environment_type is required" in proc.stderr
+    proc = run_pipeline_sh("flink", "--flink_master=127.0.0.1:1", "--environment_type=EXTERNAL")
+    assert proc.returncode == 2 and "needs --environment_config" in proc.stderr

@@ -21,6 +21,7 @@ from tests.beam_testing import (
     SAMPLE_GLOB,
     restore_torch_threads,  # noqa: F401  (autouse fixture)
     run_job,
+    run_pipeline_sh,
     sentence_vectors,
 )
 
@@ -84,23 +85,16 @@ def services(tmp_path_factory):
 
 def test_run_pipeline_portable_equals_the_local_runner(services, tmp_path):
     started = time.monotonic()
-    proc = subprocess.run(
-        [
-            "./run_pipeline.sh",
-            "portable",
-            f"--job_endpoint=127.0.0.1:{services['job_port']}",
-            "--environment_type=EXTERNAL",
-            f"--environment_config=127.0.0.1:{services['pool_port']}",
-            f"--input={SAMPLE_GLOB}",
-            f"--output={tmp_path / 'portable'}",
-            f"--model={BUILTIN_MODEL}",
-        ],
-        cwd=REPO,
+    proc = run_pipeline_sh(
+        "portable",
+        f"--job_endpoint=127.0.0.1:{services['job_port']}",
+        "--environment_type=EXTERNAL",
+        f"--environment_config=127.0.0.1:{services['pool_port']}",
+        f"--input={SAMPLE_GLOB}",
+        f"--output={tmp_path / 'portable'}",
+        f"--model={BUILTIN_MODEL}",
         env=services["env"],
-        capture_output=True,
-        text=True,
         timeout=600,
-        check=False,
     )
     print(f"[portable test] job: {time.monotonic() - started:.1f} s\n{proc.stdout}")
     assert proc.returncode == 0, proc.stderr[-6000:]
@@ -117,12 +111,7 @@ def test_run_pipeline_portable_equals_the_local_runner(services, tmp_path):
 
 
 def test_run_pipeline_portable_starts_nothing_without_an_endpoint():
-    proc = subprocess.run(
-        ["./run_pipeline.sh", "portable", "--environment_type=LOOPBACK"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = run_pipeline_sh("portable", "--environment_type=LOOPBACK")
     assert proc.returncode == 2 and "--job_endpoint=HOST:PORT is required" in proc.stderr
+    proc = run_pipeline_sh("portable", "--job_endpoint=127.0.0.1:1")
+    assert proc.returncode == 2 and "--environment_type is required" in proc.stderr
