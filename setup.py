@@ -7,6 +7,8 @@ MODEL_REQUIRES = [
     "torch==2.15.0",
     "numpy==2.2.6",
     "h5py==3.16.0",
+    # Unicode grapheme clusters (\X) and properties for the tokenizer (elmo/tokenize.py)
+    "regex==2026.11.19",
     # one URL scheme everywhere outside Beam: gs:// and s3:// through fsspec
     "fsspec==2025.12.0",
     "gcsfs==2025.12.0",
@@ -20,6 +22,8 @@ PIPELINE_REQUIRES = [
 ]
 TEST_REQUIRES = [
     "pytest==9.2.0",
+    # property-based tests of reading and tokenization (tests/test_hostile_text.py)
+    "hypothesis==6.170.17",
     "ruff==0.17.6",
     # the pipeline's output tests read the Parquet back with these
     "pandas==3.1.1",

@@ -279,25 +279,12 @@ def flex_argv(argv: list[str]) -> list[str]:
 
 
 def launch(argv: list[str]):
-    """Builds the job and submits it to Dataflow without waiting when Beam only writes a template (what a Flex
-    Template launcher asks for with --template_location); returns the ``PipelineResult``."""
-    import apache_beam as beam
+    """The Flex Template launcher's entry: the Dataflow flags checked and completed, then ``pipeline.run.run`` (which
+    submits without waiting when Beam only writes a template, ``--template_location``); returns the
+    ``PipelineResult``."""
+    from pipeline.run import run
 
-    from pipeline.plan import plan_run
-    from pipeline.run import build_pipeline
-    from transforms.files import delete_tree
-
-    argv = [*argv, *dataflow_flags(argv)]
-    options = PipelineOptions(argv)
-    opts = options.view_as(EmbedOptions)
-    plan = plan_run(opts)
-    delete_tree(plan.run_dir)  # a re-run replaces the previous run, as pipeline.run does
-    p = beam.Pipeline(options=options)
-    build_pipeline(p, opts, plan)
-    result = p.run()
-    if not options.view_as(GoogleCloudOptions).template_location:
-        result.wait_until_finish()
-    return result
+    return run([*argv, *dataflow_flags(argv)])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 BUILTIN_MODEL = str(Path(__file__).resolve().parent.parent / "models" / "elmo-en-small")
 GPU_TYPE_RE = re.compile(r"nvidia-[a-z0-9]+(-[a-z0-9]+)*")  # Dataflow's accelerator names: nvidia-l4, nvidia-tesla-t4
 GPU_SHARING = ("shared_model", "mps", "single_process")  # how the SDK processes of a GPU worker use it
+DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
+DEFAULT_MAX_FAILED_FRACTION = 0.5
 
 
 def gpu_type(value: str) -> str:
@@ -18,6 +20,24 @@ def gpu_type(value: str) -> str:
     if not GPU_TYPE_RE.fullmatch(value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a GPU type like nvidia-l4 or nvidia-tesla-t4")
     return value
+
+
+def device_name(value: str) -> str:
+    """argparse type of ``--device``: auto, cpu, cuda or cuda:N."""
+    if not DEVICE_RE.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a device: use auto, cpu, cuda or cuda:N")
+    return value
+
+
+def fraction(value: str) -> float:
+    """argparse type of a fraction in [0, 1]."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0.0 <= number <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{value!r} is not between 0 and 1")
+    return number
 
 
 class EmbedOptions(PipelineOptions):
@@ -80,7 +100,9 @@ class EmbedOptions(PipelineOptions):
             "--max_batch_tokens", type=int, default=2048, help="Token budget of one inference batch (padded length)."
         )
         parser.add_argument("--max_batch_windows", type=int, default=512, help="Most windows in one inference batch.")
-        parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N.")
+        parser.add_argument(
+            "--device", type=device_name, default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N."
+        )
         parser.add_argument(
             "--large_model",
             action="store_true",
@@ -104,6 +126,16 @@ class EmbedOptions(PipelineOptions):
         )
         parser.add_argument(
             "--num_shards", type=int, default=1, help="Files per output kind (fixed, so re-runs replace them)."
+        )
+        parser.add_argument(
+            "--max_failed_fraction",
+            type=fraction,
+            default=DEFAULT_MAX_FAILED_FRACTION,
+            help="The run fails without committing (no _SUCCESS) when more than this fraction of the documents read "
+            "failed (errors/ still says why); 1 commits whatever fails.",
+        )
+        parser.add_argument(
+            "--debug", action="store_true", help="Show Python tracebacks of configuration errors and job failures."
         )
         # Dataflow GPU workers (pipeline/dataflow.py turns these into Beam/Dataflow flags; docs/dataflow.md)
         parser.add_argument(

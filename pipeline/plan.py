@@ -13,9 +13,19 @@ from elmo.api import DEFAULT_INITIAL_STATE
 from elmo.model import BiLm
 from elmo.tokenize import TokenizerConfig
 from elmo.weights import fingerprint, load_weights
+from pipeline.checks import (
+    check_input_files,
+    check_local_device,
+    check_model_dir,
+    check_output_outside_input,
+    check_sizes,
+    is_local_runner,
+)
+from pipeline.errors import UsageError
 from pipeline.options import EmbedOptions, option_names
 from transforms.files import glob_root, localize_directory, match_files, read_text
 from transforms.model_handler import MODEL_FILES
+from transforms.run_folder import run_folder
 
 SCHEMA_VERSION = 1
 CREDENTIAL_FLAGS = ("s3_access_key_id", "s3_secret_access_key", "s3_session_token")  # Beam's; refused
@@ -77,37 +87,42 @@ def _read_model(model_dir: str) -> _ModelFacts:
     return _ModelFacts(config, fingerprint(bilm), DEFAULT_INITIAL_STATE)
 
 
-def plan_run(opts: EmbedOptions) -> RunPlan:
+def plan_run(opts: EmbedOptions, runner: str | None = None) -> RunPlan:
     """Matches the input glob, reads the model's tokenizer settings and fingerprint, and names the run directory.
 
-    Fails fast (before any worker starts or any file is touched) on credentials given as flags, a glob matching
-    nothing, a model directory without its files, layer mix weights that do not fit the model, or impossible
-    window and batch sizes.
+    Fails fast with ``UsageError`` (before any worker starts or any file is touched) on credentials given as flags,
+    sizes out of range, a glob matching nothing or a directory, an output the input glob would read back, a model
+    directory without its files, layer mix weights that do not fit the model, impossible window sizes, a run id
+    that is not a plain name, or (on a local ``runner``) a GPU this machine does not have.
     """
     secrets = [f"--{name}" for name in CREDENTIAL_FLAGS if opts.get_all_options().get(name)]
     if secrets:
-        raise ValueError(
+        raise UsageError(
             f"{', '.join(secrets)}: credentials are not taken from flags (they end up in logs and job graphs); "
             "use the AWS environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), a profile "
             "(AWS_PROFILE) or an instance role"
         )
     if not opts.input:
-        raise ValueError("--input GLOB is required")
+        raise UsageError("--input GLOB is required")
+    check_sizes(opts)
     files = match_files(opts.input)
     if not files:
-        raise ValueError(f"--input {opts.input!r} matches no file")
+        raise UsageError(f"--input {opts.input!r} matches no file")
+    check_input_files(opts.input, files)
+    check_output_outside_input(opts.input, files, opts.output)
+    check_model_dir(opts.model)
+    if is_local_runner(runner):
+        check_local_device(opts.device)
     tokenizer_json = read_text(opts.model.rstrip("/") + "/tokenizer.json")
     tokenizer = TokenizerConfig.from_json(tokenizer_json)
     model = _read_model(opts.model)
     choice = LayerChoice.parse(opts.layers)
     if choice.kind == "weights" and len(choice.weights) != model.config.n_output_layers:
-        raise ValueError(f"--layers gives {len(choice.weights)} weights; the model has {model.config.n_output_layers}")
+        raise UsageError(f"--layers gives {len(choice.weights)} weights; the model has {model.config.n_output_layers}")
     max_tokens = opts.max_window_tokens or tokenizer.max_sentence_tokens
     overlap = tokenizer.window_overlap if opts.window_overlap is None else opts.window_overlap
     if max_tokens < 1 or not 0 <= overlap < max_tokens:
-        raise ValueError(f"need 0 <= --window_overlap ({overlap}) < --max_window_tokens ({max_tokens})")
-    if opts.max_batch_tokens < 1 or opts.max_batch_windows < 1 or opts.num_shards < 1:
-        raise ValueError("--max_batch_tokens, --max_batch_windows and --num_shards must be at least 1")
+        raise UsageError(f"need 0 <= --window_overlap ({overlap}) < --max_window_tokens ({max_tokens})")
     settings = {
         "input": opts.input,
         "files": files,
@@ -122,7 +137,7 @@ def plan_run(opts: EmbedOptions) -> RunPlan:
         "num_shards": opts.num_shards,
     }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    run_id = opts.run_id or f"run-{digest}"
+    run_id = f"run-{digest}" if opts.run_id is None else opts.run_id  # an explicit --run_id= is checked, not replaced
     return RunPlan(
         files=files,
         root=glob_root(opts.input),
@@ -135,5 +150,5 @@ def plan_run(opts: EmbedOptions) -> RunPlan:
         initial_state=model.initial_state,
         layers=str(choice),
         run_id=run_id,
-        run_dir=opts.output.rstrip("/") + "/" + run_id,
+        run_dir=run_folder(opts.output, run_id),
     )

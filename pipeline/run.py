@@ -1,7 +1,9 @@
 """Entry point: ``python -m pipeline.run --input GLOB --output PREFIX [--model DIR] [Beam flags]``.
 
-Parse, plan, build, run, report. Without ``--runner`` the local ``FnApiRunner`` is chosen explicitly: Beam's
-default ``DirectRunner`` would first try to download the Prism runner binary (with no timeout).
+Check the flags, plan, claim the run folder, build, run, report. Without ``--runner`` the local ``FnApiRunner`` is
+chosen explicitly: Beam's default ``DirectRunner`` would first try to download the Prism runner binary (with no
+timeout). Configuration errors end the command with one line and exit status 2, a failed job with a short line and
+status 1 (``--debug`` shows the tracebacks).
 """
 
 from __future__ import annotations
@@ -9,23 +11,26 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import traceback
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, PortableOptions, StandardOptions
 from apache_beam.runners.runner import PipelineState
 
 from pipeline.dataflow import complete_argv
+from pipeline.errors import UsageError
+from pipeline.flags import check_flags
 from pipeline.options import EmbedOptions, job_parser
 from pipeline.plan import RunPlan, plan_run
 from pipeline.summary import format_summary, summarize
 from transforms.assemble import AssembleSentences
 from transforms.dedup import DropDuplicateIds
 from transforms.embed import EmbedWindows
-from transforms.files import delete_tree
 from transforms.manifest import CountOutcomes, WriteManifest
 from transforms.model_handler import ElmoModelHandler
 from transforms.read import ReadDocuments
+from transforms.run_folder import Owner, RunFolderError, claim, clear_run_folder, release
 from transforms.tokenize import TokenizeDocuments, WindowsOf
 from transforms.write import WriteErrors, WriteParquet, WriteVertexJsonl, embedding_schema
 
@@ -33,7 +38,7 @@ LOCAL_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"  # Be
 _LOG = logging.getLogger(__name__)
 
 
-def build_pipeline(p: beam.Pipeline, opts: EmbedOptions, plan: RunPlan) -> None:
+def build_pipeline(p: beam.Pipeline, opts: EmbedOptions, plan: RunPlan, owner: Owner) -> None:
     """Adds the whole job to ``p``: read -> dedup -> tokenize -> embed -> assemble -> write -> manifest."""
     documents, read_errors = p | "ReadDocuments" >> ReadDocuments(
         [path for path, _ in plan.files],
@@ -82,16 +87,22 @@ def build_pipeline(p: beam.Pipeline, opts: EmbedOptions, plan: RunPlan) -> None:
         "failed": errors,
     } | "CountOutcomes" >> CountOutcomes()
     runner = p.options.view_as(StandardOptions).runner
-    _ = {"counts": counts, **written} | "WriteManifest" >> WriteManifest(plan.run_dir, plan.manifest_base(opts, runner))
+    manifest = WriteManifest(plan.run_dir, plan.manifest_base(opts, runner), owner.token, opts.max_failed_fraction)
+    _ = {"counts": counts, **written} | "WriteManifest" >> manifest
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None):
     """Runs the job to completion; returns the ``PipelineResult`` with a ``summary`` dict attached (run_dir,
-    counts, tokens_per_s, padding_ratio), which is also printed. With ``--help``: prints the flags, returns None."""
+    counts, tokens_per_s, padding_ratio), which is also printed. With ``--help``: prints the flags, returns None.
+
+    Raises ``UsageError`` (or another ``ValueError``) for a configuration refused before anything runs, and
+    ``RunFolderError`` when the run folder is another run's or holds files that are not ours.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     if "-h" in argv or "--help" in argv:
         job_parser().print_help()
         return None
+    check_flags(argv)  # every argument a known flag, spelled in full
     argv = complete_argv(argv)  # Dataflow: checked flags and GPU settings; --gpu_type refused elsewhere
     options = PipelineOptions(argv)
     if not any(a == "--output_executable_path" or a.startswith("--output_executable_path=") for a in argv):
@@ -103,29 +114,80 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         options.view_as(StandardOptions).runner = LOCAL_RUNNER
     opts = options.view_as(EmbedOptions)
     FileSystems.set_options(options)  # the launcher's own gs:// / s3:// calls (S3 needs options before a Pipeline)
-    plan = plan_run(opts)
-    delete_tree(plan.run_dir)  # a re-run replaces the previous run, _SUCCESS first
-    p = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
-    build_pipeline(p, opts, plan)
-    _LOG.info("Embedding %d input files into %s", len(plan.files), plan.run_dir)
-    started = time.monotonic()
-    result = p.run()
-    state = result.wait_until_finish()
-    if state != PipelineState.DONE:  # Beam raises for FAILED only; CANCELLED or UNKNOWN must not look like success
-        raise RuntimeError(f"the job ended in state {state}, not DONE; {plan.run_dir} has no _SUCCESS")
+    runner = (test_pipeline.options if test_pipeline is not None else options).view_as(StandardOptions).runner
+    plan = plan_run(opts, runner)
+    owner = _claim(plan.run_dir, opts.output)
+    try:
+        clear_run_folder(plan.run_dir)  # an earlier attempt's files, _SUCCESS first; only names a run writes
+        p = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
+        build_pipeline(p, opts, plan, owner)
+        _LOG.info("Embedding %d input files into %s", len(plan.files), plan.run_dir)
+        started = time.monotonic()
+        result = p.run()
+        if options.view_as(GoogleCloudOptions).template_location:
+            owner = None  # a Flex Template launch: the job runs on after this process, its commit step releases
+            return result
+        state = result.wait_until_finish()
+        if state != PipelineState.DONE:  # Beam raises for FAILED only; CANCELLED or UNKNOWN must not look like success
+            raise RuntimeError(f"the job ended in state {state}, not DONE; {plan.run_dir} has no _SUCCESS")
+    finally:
+        if owner is not None:
+            release(plan.run_dir, owner.token)  # no-op after a commit (which releases it itself)
     summary = summarize(plan.run_dir, result, time.monotonic() - started)
     print(format_summary(summary), flush=True)
     result.summary = summary  # for callers and tests
     return result
 
 
-def main() -> None:
-    """Console entry: INFO logs for this project, warnings only from Beam."""
+def _claim(run_dir: str, output: str) -> Owner:
+    """Claims the run folder; an ``--output`` that cannot be written is a usage error naming it."""
+    try:
+        return claim(run_dir)
+    except RunFolderError:
+        raise
+    except OSError as err:
+        raise UsageError(f"--output {output}: cannot write there ({type(err).__name__}: {err})") from err
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry: INFO logs for this project, warnings only from Beam. Exit status 0 when the run committed,
+    2 for a configuration refused before the job (one line naming the culprit), 1 when the job failed."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     for name in ("pipeline", "transforms"):
         logging.getLogger(name).setLevel(logging.INFO)
-    run()
+    debug = "--debug" in argv
+    try:
+        run(argv)
+    except (UsageError, RunFolderError) as err:
+        return _report(f"error: {err}", debug, 2)
+    except (ValueError, OSError) as err:  # raised while planning (model files, weights, layer mix) or by Beam
+        return _report(f"error: {err}", debug, 2 if _before_job(err) else 1)
+    except Exception as err:  # the job itself failed
+        return _report(f"error: the job failed: {_last_line(err)}", debug, 1)
+    return 0
+
+
+def _before_job(err: BaseException) -> bool:
+    """Whether an exception was raised by the launcher before the pipeline ran (not from inside Beam)."""
+    frames = traceback.extract_tb(err.__traceback__)
+    return not any("apache_beam" in frame.filename for frame in frames)
+
+
+def _last_line(err: BaseException) -> str:
+    """The innermost error's message: Beam wraps a worker's exception in its own with the whole traceback."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(err).__name__)[:1000]
+
+
+def _report(message: str, debug: bool, status: int) -> int:
+    if debug:
+        traceback.print_exc()
+    else:
+        message += "\n(run again with --debug for the traceback)" if status == 1 else ""
+    print(message, file=sys.stderr, flush=True)
+    return status
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -186,16 +186,3 @@ def delete_files(paths: list[str], what: str) -> None:
 
     if paths:
         storage.with_retries(delete, what)
-
-
-def delete_tree(directory: str) -> int:
-    """Deletes every file under ``directory`` (a local folder or a gs:// / s3:// prefix); returns how many.
-
-    ``_SUCCESS`` goes first, on its own, so an interrupted deletion never leaves a run that still looks complete.
-    """
-    paths = list_tree(directory)
-    success = [p for p in paths if p.endswith("/_SUCCESS")]
-    delete_files(success, f"deleting {directory.rstrip('/')}/_SUCCESS")
-    rest = [p for p in paths if not p.endswith("/_SUCCESS")]
-    delete_files(rest, f"deleting the files under {directory}")
-    return len(paths)

@@ -1,10 +1,11 @@
 """The end of a run: counts that reconcile, ``manifest.json``, then ``_SUCCESS``.
 
-Commit protocol (docs/pipeline.md): the launcher deletes ``<run_dir>/_SUCCESS`` and then everything else under
-the run directory before the job starts; the writes go to fixed shard names (Beam stages them under
-``beam-temp-*`` and renames them into place when all are written); once every write is finalized, this step
-removes staging leftovers, checks that the run directory holds exactly the outputs, and writes ``manifest.json``
-and then ``_SUCCESS``. A run that fails or is killed before that has no ``_SUCCESS``.
+Commit protocol (docs/pipeline.md): the launcher claims the run directory (``_OWNER``, ``transforms.run_folder``)
+and deletes an earlier attempt's files, ``_SUCCESS`` first; the writes go to fixed shard names (Beam stages them
+under ``beam-temp-*`` and renames them into place when all are written); once every write is finalized, this step
+removes staging leftovers, checks that the run directory holds exactly the outputs, that the failed fraction is
+within ``--max_failed_fraction`` and that this run still owns the directory, writes ``manifest.json`` and then
+``_SUCCESS``, and releases the claim. A run that fails or is killed before that has no ``_SUCCESS``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Any
 
 import apache_beam as beam
 
-from transforms.files import TEMP_DIR_MARK, delete_files, list_tree, write_text
+from transforms.files import TEMP_DIR_MARK, list_tree, write_text
 from transforms.records import DocumentStats
+from transforms.run_folder import MANIFEST_FILE, OWNER_FILE, SUCCESS_FILE, check_owner, delete_our_files, release
 
 COUNT_NAMES = ("documents_read", "documents_embedded", "documents_failed", "sentences", "tokens", "windows")
 
@@ -48,33 +50,60 @@ class CountOutcomes(beam.PTransform):
         return parts | "AllCounts" >> beam.Flatten() | "Sum" >> beam.CombinePerKey(sum)
 
 
-def write_manifest(run_dir: str, base: dict[str, Any], counts: dict[str, int], outputs: list[str]) -> str:
-    """Writes ``<run_dir>/manifest.json`` (``base`` + counts + output files), then ``<run_dir>/_SUCCESS``.
+class TooManyFailuresError(RuntimeError):
+    """More documents failed than ``--max_failed_fraction`` allows: the run is not committed."""
 
-    First checks the run directory: Beam's staging leftovers (``beam-temp-*``) are deleted; a missing output or
-    any other file that is not an output (another writer in the same run directory) fails the run, before
-    anything claims success.
+
+def check_failed_fraction(totals: dict[str, int], max_failed_fraction: float) -> None:
+    """Raises ``TooManyFailuresError`` when ``documents_failed / documents_read`` exceeds the threshold."""
+    read, failed = totals["documents_read"], totals["documents_failed"]
+    if read and failed / read > max_failed_fraction:
+        raise TooManyFailuresError(
+            f"{failed} of {read} documents failed ({100 * failed / read:.1f}% > --max_failed_fraction="
+            f"{max_failed_fraction:g}): not committing; errors/ lists every failure and its reason"
+        )
+
+
+def write_manifest(
+    run_dir: str,
+    base: dict[str, Any],
+    counts: dict[str, int],
+    outputs: list[str],
+    owner_token: str,
+    max_failed_fraction: float = 1.0,
+) -> str:
+    """Writes ``<run_dir>/manifest.json`` (``base`` + counts + output files), then ``<run_dir>/_SUCCESS``, then
+    releases the run directory (``_OWNER``).
+
+    First checks that ``owner_token`` still owns the run directory, then the directory itself: Beam's staging
+    leftovers (``beam-temp-*``) are deleted; a missing output or any other file that is not an output (another
+    writer in the same run directory) fails the run, as do too many failed documents, before anything claims
+    success.
     """
+    check_owner(run_dir, owner_token)  # first: a run that lost its folder touches nothing there
     _check_run_dir(run_dir, outputs)
     totals = {name: int(counts.get(name, 0)) for name in COUNT_NAMES}
+    check_failed_fraction(totals, max_failed_fraction)
     manifest = dict(base)
     manifest["counts"] = totals
     manifest["reconciled"] = totals["documents_read"] == totals["documents_embedded"] + totals["documents_failed"]
     manifest["outputs"] = sorted(_relative(path, run_dir) for path in outputs)
-    path = run_dir.rstrip("/") + "/manifest.json"
+    path = run_dir.rstrip("/") + "/" + MANIFEST_FILE
     write_text(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    write_text(run_dir.rstrip("/") + "/_SUCCESS", "")
+    write_text(run_dir.rstrip("/") + "/" + SUCCESS_FILE, "")
+    release(run_dir, owner_token)
     return path
 
 
 def _check_run_dir(run_dir: str, outputs: list[str]) -> None:
     present = list_tree(run_dir)
     leftovers = [p for p in present if TEMP_DIR_MARK in p]
-    delete_files(leftovers, f"deleting staging leftovers under {run_dir}")
+    delete_our_files(run_dir, leftovers, f"deleting staging leftovers under {run_dir}")
     present_set = {_normal(p) for p in present if p not in leftovers}
     expected = {_normal(p) for p in outputs}
     missing = sorted(expected - present_set)
-    unexpected = sorted(present_set - expected - {_normal(f"{run_dir.rstrip('/')}/manifest.json")})
+    markers = {_normal(f"{run_dir.rstrip('/')}/{name}") for name in (MANIFEST_FILE, OWNER_FILE)}
+    unexpected = sorted(present_set - expected - markers)
     if missing or unexpected:
         raise RuntimeError(
             f"not committing {run_dir}: missing outputs {missing[:5]}, unexpected files {unexpected[:5]} "
@@ -99,10 +128,12 @@ class WriteManifest(beam.PTransform):
     the writes are finalized): writes ``manifest.json`` and then ``_SUCCESS``.
     """
 
-    def __init__(self, run_dir: str, base: dict[str, Any]):
+    def __init__(self, run_dir: str, base: dict[str, Any], owner_token: str, max_failed_fraction: float = 1.0):
         super().__init__()
         self._run_dir = run_dir
         self._base = base
+        self._owner_token = owner_token
+        self._max_failed_fraction = max_failed_fraction
 
     def expand(self, inputs: dict[str, Any]):
         outputs = [pcoll for key, pcoll in sorted(inputs.items()) if key != "counts"] | "AllOutputs" >> beam.Flatten()
@@ -115,5 +146,7 @@ class WriteManifest(beam.PTransform):
                 base=self._base,
                 counts=beam.pvalue.AsDict(inputs["counts"]),
                 outputs=beam.pvalue.AsList(outputs),
+                owner_token=self._owner_token,
+                max_failed_fraction=self._max_failed_fraction,
             )
         )
