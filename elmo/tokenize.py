@@ -8,7 +8,7 @@ it was for training. Offsets are Python string indices (code points) into the or
 >>> [s.texts() for s in tok.sentences("Mr. Smith didn't go. He stayed home!")]
 [['Mr.', 'Smith', 'did', "n't", 'go', '.'], ['He', 'stayed', 'home', '!']]
 
-Rules (version 1, ``scheme`` ``ptb-regex``):
+Rules of ``scheme`` ``ptb-regex``, version 1 (``tokenizer.json`` ``"version": 1``, kept for models trained with it):
 
 * Tokens: URLs and e-mail addresses; known abbreviations (``Mr.``, ``etc.``, ``U.S.``) and single capital initials
   keep their period; numbers keep inner ``.,:/-`` (``3.14``, ``1,000``, ``12:30``); words keep inner hyphens and
@@ -18,6 +18,33 @@ Rules (version 1, ``scheme`` ``ptb-regex``):
 * Sentences end after ``.``, ``!``, ``?``, ``...`` or runs of them (plus any closing quotes or brackets) when the
   next token does not start with a lower-case letter, after ``。！？`` always, and at every line break run that
   holds a blank line (a paragraph break).
+
+Version 1 works on code points, so it splits combining marks off their letters (decomposed ``tre\u0300s`` ->
+``tre``, ``\u0300``, ``s``), cuts Indic words at every vowel sign and virama, and makes tokens of invisible format
+characters (bidi controls, U+2060, the soft hyphen).
+
+Version 2 (the default, ``VERSION``) keeps every rule of version 1 but applies them to whole characters, the
+extended grapheme clusters of Unicode (``regex``'s ``\\X``):
+
+* Each cluster is seen as its base character: the rules above decide on the base, and a token covers its clusters
+  entirely (the base plus its combining marks, vowel signs, viramas, variation selectors, ZWJ/ZWNJ and emoji
+  modifiers). ``tre\u0300s`` is one token of 5 code points; Devanagari ``हिन्दी`` is one token. A ZWJ or ZWNJ
+  inside a word (Indic conjuncts, Persian ``می‌خواهم``) belongs to the cluster before it and so stays in the token:
+  it is part of the word's spelling. A mark that Unicode does not attach (some Myanmar vowel signs, or a mark right
+  after a format character) is attached to the cluster before it, so no token ever starts with a combining mark.
+* Whitespace is Unicode's (``str.isspace``: NBSP, U+2007, U+202F, U+2028/2029, U+3000, ...). A cluster holding
+  whitespace (a prepended mark before a space) is whitespace, and so is a mark with nothing before it.
+* Format characters (category Cf: ZWSP, bidi controls, U+2060, U+FEFF, the soft hyphen, ...) that are not inside a
+  cluster separate tokens and are never tokens themselves, with one exception: the soft hyphen U+00AD, the word
+  joiner U+2060 and U+FEFF between two word characters mean "no word break here" and keep the word whole
+  (``co\u00adoperate`` is one token).
+* Paragraph breaks are a line break run holding a line of only whitespace and format characters, or U+2029.
+* Scripts written without spaces (Thai, Lao, Khmer, Myanmar) get no dictionary segmentation: a run of their
+  letters is one word token (the char-CNN reads its first 48 bytes), but a grapheme cluster is never split, so
+  vowel signs and tone marks stay on their consonant.
+
+On text without combining marks, format characters or Hangul jamo (plain English) version 2 gives exactly the
+tokens, offsets and sentences of version 1 (``tests/test_hostile_text.py`` checks it on real English text).
 """
 
 from __future__ import annotations
@@ -26,8 +53,11 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 
+import regex
+
 SCHEME = "ptb-regex"
-VERSION = 1
+VERSION = 2  # the rules new models are trained with
+VERSIONS = (1, 2)  # every rule version this code can still cut text by
 
 # Abbreviations that keep their period (lower-cased, without the period).
 ABBREVIATIONS = frozenset(
@@ -39,38 +69,75 @@ ABBREVIATIONS = frozenset(
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 _EMOJI = "\U0001f000-\U0001faff\u2600-\u27bf\u2b00-\u2bff"
 _EMOJI_JOIN = "\u200d\ufe0f\U0001f3fb-\U0001f3ff"
-_TOKEN_RE = re.compile(
-    r"""
+_JOINERS = "\u00ad\u2060\ufeff"  # soft hyphen, word joiner, zero-width no-break space: "no word break here"
+_JOINER_SET = frozenset(_JOINERS)
+
+
+def _token_re(connectors: str, not_other: str) -> re.Pattern[str]:
+    """The token pattern; ``connectors`` may join two runs of word characters, ``not_other`` are never tokens."""
+    return re.compile(
+        r"""
     (?P<url>(?:https?://|www\.)[^\s<>"']*[^\s<>"'.,;:!?)\]}])
   | (?P<email>[\w.+-]+@[\w-]+(?:\.[\w-]+)+)
   | (?P<initials>(?:[A-Za-z]\.){2,})
   | (?P<number>(?>[+-]?\d+(?:[.,:/-]\d+)*)(?![^\W\d_]))
   | (?P<cjk>["""
-    + _CJK
-    + r"""])
+        + _CJK
+        + r"""])
   | (?P<emoji>["""
-    + _EMOJI
-    + r"""]["""
-    + _EMOJI
-    + _EMOJI_JOIN
-    + r"""]*)
+        + _EMOJI
+        + r"""]["""
+        + _EMOJI
+        + _EMOJI_JOIN
+        + r"""]*)
   | (?P<word>(?:(?!["""
-    + _CJK
-    + r"""])\w)+(?:['’-](?:(?!["""
-    + _CJK
-    + r"""])\w)+)*(?:\.(?!\.))?)
+        + _CJK
+        + r"""])\w)+(?:["""
+        + connectors
+        + r"""](?:(?!["""
+        + _CJK
+        + r"""])\w)+)*(?:\.(?!\.))?)
   | (?P<ellipsis>\.{2,}|…)
   | (?P<dash>-{2,}|—|–)
   | (?P<bang>[!?]+)
-  | (?P<other>[^\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff])
+  | (?P<other>[^\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff"""
+        + not_other
+        + r"""])
     """,
-    re.VERBOSE,
-)
+        re.VERBOSE,
+    )
+
+
+_TOKEN_RE_V1 = _token_re("'’-", "")
+_TOKEN_RE_V2 = _token_re("'’\\-" + _JOINERS, _JOINERS)  # runs over the cluster view (see ``_cluster_view``)
 _CONTRACTION_RE = re.compile(r"(?i)(?:n['’]t|['’](?:s|m|d|re|ve|ll))$")
 _SENTENCE_END = frozenset({".", "!", "?", "...", "…", "。", "！", "？"})
 _ALWAYS_END = frozenset({"。", "！", "？"})
 _CLOSERS = frozenset({'"', "'", ")", "]", "}", "’", "”", "»", "」", "』"})
-_PARAGRAPH_RE = re.compile(r"\n[ \t\r\f\v]*\n")
+_PARAGRAPH_RE_V1 = re.compile(r"\n[ \t\r\f\v]*\n")
+_PARAGRAPH_RE_V2 = regex.compile(r"\n(?:(?!\n)[\s\p{Cf}])*\n|\u2029")
+_CLUSTER_RE = regex.compile(r"\X")
+# A code point that can share a grapheme cluster with another (or is a format character): without any, every
+# cluster is one code point (or CR LF) and version 2 can run on the text itself.
+_CLUSTERED_RE = regex.compile(
+    r"[\p{M}\p{Cf}\p{GCB=Extend}\p{GCB=ZWJ}\p{GCB=SpacingMark}\p{GCB=Prepend}\p{GCB=L}\p{GCB=V}\p{GCB=T}"
+    r"\p{GCB=Regional_Indicator}]"
+)
+_SPACE_RE = re.compile(r"\s")  # str.isspace, the same whitespace as the token patterns' \s
+_BASE_RE = regex.compile(r"[^\p{M}\p{Cf}]")  # a cluster's base: its first code point that is no mark or format
+_MARKS_RE = regex.compile(r"\p{M}*")
+
+
+@dataclass(frozen=True)
+class _Rules:
+    """What one rule version runs: the token and paragraph patterns, and whether on grapheme clusters."""
+
+    token_re: re.Pattern[str]
+    paragraph_re: re.Pattern[str] | regex.Pattern[str]
+    graphemes: bool
+
+
+_RULES = {1: _Rules(_TOKEN_RE_V1, _PARAGRAPH_RE_V1, False), 2: _Rules(_TOKEN_RE_V2, _PARAGRAPH_RE_V2, True)}
 
 
 @dataclass(frozen=True)
@@ -78,7 +145,7 @@ class TokenizerConfig:
     """The settings stored in a model directory's ``tokenizer.json``."""
 
     scheme: str = SCHEME  # the only scheme so far; a model trained otherwise must name its own
-    version: int = VERSION  # rule version, bumped whenever a rule above changes
+    version: int = VERSION  # the rule version the model was trained with (one of VERSIONS), bumped on any change
     split_sentences: bool = True  # False: a whole document is one "sentence" (still windowed when long)
     split_contractions: bool = True  # PTB: didn't -> did n't
     lowercase: bool = False  # the published ELMo models are case-sensitive
@@ -89,8 +156,11 @@ class TokenizerConfig:
     def __post_init__(self) -> None:
         if self.scheme != SCHEME:
             raise ValueError(f"unknown tokenizer scheme {self.scheme!r}; this code implements {SCHEME!r}")
-        if self.version != VERSION:
-            raise ValueError(f"tokenizer version {self.version} asked for; this code implements version {VERSION}")
+        if type(self.version) is not int or self.version not in VERSIONS:
+            raise ValueError(
+                f"tokenizer version {self.version!r} asked for; this code implements versions {VERSIONS} "
+                "(a model trained with newer rules needs newer code)"
+            )
         if self.max_sentence_tokens < 1 or not 0 <= self.window_overlap < self.max_sentence_tokens:
             raise ValueError("need max_sentence_tokens >= 1 and 0 <= window_overlap < max_sentence_tokens")
 
@@ -143,32 +213,33 @@ class Tokenizer:
 
     def tokens(self, text: str) -> list[Token]:
         """All tokens of ``text`` with their offsets."""
+        rules = _RULES[self.config.version]
+        view, starts = _cluster_view(text) if rules.graphemes else (text, None)
         out: list[Token] = []
-        for match in _TOKEN_RE.finditer(text):
-            kind, value, start = match.lastgroup, match.group(), match.start()
-            if kind == "word":
-                out.extend(self._split_word(value, start))
-            else:
-                out.append(Token(value, start, match.end()))
+        for match in rules.token_re.finditer(view):
+            value, at = match.group(), match.start()
+            spans = self._split_word(value) if match.lastgroup == "word" else [(0, len(value))]
+            for first, last in spans:
+                start, end = (at + first, at + last) if starts is None else (starts[at + first], starts[at + last])
+                out.append(Token(text[start:end], start, end))
         if self.config.lowercase:
             out = [Token(t.text.lower(), t.start, t.end) for t in out]
         return out
 
-    def _split_word(self, value: str, start: int) -> list[Token]:
-        """A ``word`` match -> word (+ contraction) (+ final period unless an abbreviation)."""
-        parts: list[Token] = []
+    def _split_word(self, value: str) -> list[tuple[int, int]]:
+        """A ``word`` match -> spans in it of word (+ contraction) (+ final period unless an abbreviation)."""
+        spans: list[tuple[int, int]] = []
         period = value.endswith(".") and value[:-1].lower() not in ABBREVIATIONS and not _is_initial(value)
         if period:
             value = value[:-1]
         cut = _CONTRACTION_RE.search(value) if self.config.split_contractions else None
         if cut and cut.start() > 0:
-            parts.append(Token(value[: cut.start()], start, start + cut.start()))
-            parts.append(Token(value[cut.start() :], start + cut.start(), start + len(value)))
+            spans += [(0, cut.start()), (cut.start(), len(value))]
         else:
-            parts.append(Token(value, start, start + len(value)))
+            spans.append((0, len(value)))
         if period:
-            parts.append(Token(".", start + len(value), start + len(value) + 1))
-        return parts
+            spans.append((len(value), len(value) + 1))
+        return spans
 
     def sentences(self, text: str) -> list[Sentence]:
         """Splits ``text`` into sentences of tokens (empty list when there is no token)."""
@@ -177,7 +248,7 @@ class Tokenizer:
             return []
         if not self.config.split_sentences:
             return [Sentence(tokens[0].start, tokens[-1].end, tuple(tokens))]
-        breaks = {m.start() for m in _PARAGRAPH_RE.finditer(text)}
+        breaks = {m.start() for m in _RULES[self.config.version].paragraph_re.finditer(text)}
         paragraph_ends = sorted(breaks)
         sentences: list[Sentence] = []
         current: list[Token] = []
@@ -196,6 +267,41 @@ class Tokenizer:
         if current:
             sentences.append(_sentence(current))
         return sentences
+
+
+def _cluster_view(text: str) -> tuple[str, list[int] | None]:
+    """``text`` as one character per grapheme cluster, and where each cluster starts (plus ``len(text)``).
+
+    A cluster is seen as its base character; one holding whitespace, or with no base (a lone format character), as
+    a space; a lone joiner (``_JOINERS``) as itself. Marks that start a cluster (Unicode leaves some unattached)
+    are merged into the cluster before, or seen as a space at the start of the text. Text whose clusters are all
+    single code points is its own view (``None``: offsets unchanged).
+    """
+    if _CLUSTERED_RE.search(text) is None:
+        return text, None
+    chars: list[str] = []
+    starts: list[int] = []
+    for match in _CLUSTER_RE.finditer(text):
+        start, cluster = match.start(), match.group()
+        marks = _MARKS_RE.match(cluster).end()
+        if marks and not starts:
+            chars.append(" ")
+            starts.append(start)
+        if marks < len(cluster):
+            chars.append(_view_char(cluster[marks:]))
+            starts.append(start + marks)
+    starts.append(len(text))
+    return "".join(chars), starts
+
+
+def _view_char(cluster: str) -> str:
+    """The character that stands for one grapheme cluster in the cluster view."""
+    if _SPACE_RE.search(cluster):
+        return " "
+    if cluster in _JOINER_SET:
+        return cluster
+    base = _BASE_RE.search(cluster)
+    return " " if base is None else base.group()
 
 
 def _is_initial(value: str) -> bool:

@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from apache_beam.options.pipeline_options import StandardOptions
+
 from elmo import ElmoConfig, LayerChoice
 from elmo.api import DEFAULT_INITIAL_STATE
 from elmo.model import BiLm
@@ -93,7 +95,7 @@ def plan_run(opts: EmbedOptions, runner: str | None = None) -> RunPlan:
     Fails fast with ``UsageError`` (before any worker starts or any file is touched) on credentials given as flags,
     sizes out of range, a glob matching nothing or a directory, an output the input glob would read back, a model
     directory without its files, layer mix weights that do not fit the model, impossible window sizes, a run id
-    that is not a plain name, or (on a local ``runner``) a GPU this machine does not have.
+    that is not a plain name, or (on a local runner: ``runner``, else the options') a GPU this machine lacks.
     """
     secrets = [f"--{name}" for name in CREDENTIAL_FLAGS if opts.get_all_options().get(name)]
     if secrets:
@@ -111,7 +113,7 @@ def plan_run(opts: EmbedOptions, runner: str | None = None) -> RunPlan:
     check_input_files(opts.input, files)
     check_output_outside_input(opts.input, files, opts.output)
     check_model_dir(opts.model)
-    if is_local_runner(runner):
+    if is_local_runner(runner or opts.view_as(StandardOptions).runner):
         check_local_device(opts.device)
     tokenizer_json = read_text(opts.model.rstrip("/") + "/tokenizer.json")
     tokenizer = TokenizerConfig.from_json(tokenizer_json)

@@ -254,6 +254,7 @@ def test_the_submitted_job_holds_our_graph_image_gpu_and_package(no_network, mon
     from pipeline.options import EmbedOptions
     from pipeline.plan import plan_run
     from pipeline.run import build_pipeline
+    from transforms.run_folder import Owner
 
     # Input and model are read by the launcher (plan_run) before submission, so they are local here; output,
     # temp and staging are gs:// paths nothing touches before the job runs.
@@ -275,7 +276,7 @@ def test_the_submitted_job_holds_our_graph_image_gpu_and_package(no_network, mon
     opts = options.view_as(EmbedOptions)
     plan = plan_run(opts)
     p = beam.Pipeline(options=options)
-    build_pipeline(p, opts, plan)
+    build_pipeline(p, opts, plan, Owner.new())  # the claim itself happens on submission, in pipeline.run.run
     job = p.run().job
 
     # What `--dataflow_job_file` would write: DataflowApplicationClient.create_job_description stages the

@@ -33,6 +33,7 @@ def test_format_from_suffix():
     assert is_json_lines("a/b.jsonl.gz", "auto")
     assert not is_json_lines("a/b.txt.gz", "auto")
     assert is_json_lines("a/b.txt", "jsonl")
+    assert is_json_lines("a/b.ndjson.xz", "auto") and is_json_lines("a/b.json.ZSTD", "auto")
 
 
 @pytest.mark.parametrize(
