@@ -135,6 +135,14 @@ class EmbedOptions(PipelineOptions):
             "failed (errors/ still says why); 1 commits whatever fails.",
         )
         parser.add_argument(
+            "--local_memory_limit_gb",
+            type=float,
+            default=None,
+            help="Local runner: refuse the run up front when its estimated peak memory exceeds this many GB "
+            "(default: 80%% of the memory this machine or its cgroup has available; 0: no check). "
+            "See docs/pipeline.md, 'Memory on the local runner'.",
+        )
+        parser.add_argument(
             "--debug", action="store_true", help="Show Python tracebacks of configuration errors and job failures."
         )
         # Dataflow GPU workers (pipeline/dataflow.py turns these into Beam/Dataflow flags; docs/dataflow.md)

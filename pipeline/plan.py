@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ from apache_beam.options.pipeline_options import StandardOptions
 
 from elmo import ElmoConfig, LayerChoice
 from elmo.api import DEFAULT_INITIAL_STATE
+from elmo.errors import UsageError
 from elmo.model import BiLm
 from elmo.tokenize import TokenizerConfig
 from elmo.weights import fingerprint, load_weights
@@ -23,12 +25,13 @@ from pipeline.checks import (
     check_sizes,
     is_local_runner,
 )
-from pipeline.errors import UsageError
+from pipeline.memory import check_local_run, local_workers
 from pipeline.options import EmbedOptions, option_names
 from transforms.files import glob_root, localize_directory, match_files, read_text
 from transforms.model_handler import MODEL_FILES
 from transforms.run_folder import run_folder
 
+_LOG = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 CREDENTIAL_FLAGS = ("s3_access_key_id", "s3_secret_access_key", "s3_session_token")  # Beam's; refused
 
@@ -113,7 +116,8 @@ def plan_run(opts: EmbedOptions, runner: str | None = None) -> RunPlan:
     check_input_files(opts.input, files)
     check_output_outside_input(opts.input, files, opts.output)
     check_model_dir(opts.model)
-    if is_local_runner(runner or opts.view_as(StandardOptions).runner):
+    local = is_local_runner(runner or opts.view_as(StandardOptions).runner)  # the workers are this machine
+    if local:
         check_local_device(opts.device)
     tokenizer_json = read_text(opts.model.rstrip("/") + "/tokenizer.json")
     tokenizer = TokenizerConfig.from_json(tokenizer_json)
@@ -138,6 +142,18 @@ def plan_run(opts: EmbedOptions, runner: str | None = None) -> RunPlan:
         "format": [opts.input_format, opts.id_field, opts.text_field, opts.max_document_bytes],
         "num_shards": opts.num_shards,
     }
+    if local:
+        estimate = check_local_run(
+            files,
+            token_vectors=opts.token_vectors,
+            layers=str(choice),
+            output_dim=model.config.output_dim,
+            n_layers=model.config.n_output_layers,
+            dtype=opts.dtype,
+            workers=local_workers(opts.get_all_options()),
+            limit_gb=opts.local_memory_limit_gb,
+        )
+        _LOG.info("Estimated peak memory of this local run: %.1f GB (docs/pipeline.md)", estimate / 1e9)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     run_id = f"run-{digest}" if opts.run_id is None else opts.run_id  # an explicit --run_id= is checked, not replaced
     return RunPlan(

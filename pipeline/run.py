@@ -18,8 +18,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, PortableOptions, StandardOptions
 from apache_beam.runners.runner import PipelineState
 
+from elmo.cli import DEBUG_FLAG, error_line, exit_code_for
+from elmo.errors import UsageError
 from pipeline.dataflow import complete_argv
-from pipeline.errors import UsageError
 from pipeline.flags import check_flags
 from pipeline.options import EmbedOptions, job_parser
 from pipeline.plan import RunPlan, plan_run
@@ -34,6 +35,7 @@ from transforms.run_folder import Owner, RunFolderError, claim, clear_run_folder
 from transforms.tokenize import TokenizeDocuments, WindowsOf
 from transforms.write import WriteErrors, WriteParquet, WriteVertexJsonl, embedding_schema
 
+PROG = "python -m pipeline.run"
 LOCAL_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"  # Beam 2.62 knows it by full name only
 _LOG = logging.getLogger(__name__)
 
@@ -150,21 +152,28 @@ def _claim(run_dir: str, output: str) -> Owner:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry: INFO logs for this project, warnings only from Beam. Exit status 0 when the run committed,
-    2 for a configuration refused before the job (one line naming the culprit), 1 when the job failed."""
+    """Console entry: INFO logs for this project, warnings only from Beam. Exit status 0 when the run committed;
+    2 for a configuration refused before the job, 1 when a file or store failed or the job failed, 130 when
+    interrupted: one line on stderr each, the traceback only with ``--debug`` (a bug keeps its traceback)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     for name in ("pipeline", "transforms"):
         logging.getLogger(name).setLevel(logging.INFO)
-    debug = "--debug" in argv
     try:
         run(argv)
-    except (UsageError, RunFolderError) as err:
-        return _report(f"error: {err}", debug, 2)
-    except (ValueError, OSError) as err:  # raised while planning (model files, weights, layer mix) or by Beam
-        return _report(f"error: {err}", debug, 2 if _before_job(err) else 1)
-    except Exception as err:  # the job itself failed
-        return _report(f"error: the job failed: {_last_line(err)}", debug, 1)
+    except (Exception, KeyboardInterrupt) as err:
+        status = 1
+        if isinstance(err, KeyboardInterrupt) or _before_job(err):
+            status = exit_code_for(err, expected=(ValueError,))  # planning raises ValueErrors for bad settings
+            if status is None:
+                raise  # a bug: keep the traceback
+        if DEBUG_FLAG in argv:
+            traceback.print_exc()
+        if status != 1 or _before_job(err):
+            print(error_line(err, PROG), file=sys.stderr, flush=True)
+        else:
+            print(f"{PROG}: error: the job failed: {_last_line(err)}\n(--debug shows the traceback)", file=sys.stderr)
+        return status
     return 0
 
 
@@ -178,15 +187,6 @@ def _last_line(err: BaseException) -> str:
     """The innermost error's message: Beam wraps a worker's exception in its own with the whole traceback."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return (lines[-1] if lines else type(err).__name__)[:1000]
-
-
-def _report(message: str, debug: bool, status: int) -> int:
-    if debug:
-        traceback.print_exc()
-    else:
-        message += "\n(run again with --debug for the traceback)" if status == 1 else ""
-    print(message, file=sys.stderr, flush=True)
-    return status
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import uuid
 from dataclasses import asdict, dataclass
 
 from elmo import storage
+from elmo.errors import ConfigError
 from transforms.files import delete_files, list_tree
 
 RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a plain name: no separators, never "." or ".."
@@ -37,7 +38,7 @@ OUR_FILE_RE = re.compile(
 )
 
 
-class RunFolderError(ValueError):
+class RunFolderError(ConfigError):
     """The run folder cannot be used: a bad run id, files that are not ours, or another run owns it."""
 
 
@@ -170,18 +171,25 @@ def _owner_path(folder: str) -> str:
 
 
 def _create_exclusive(path: str, data: bytes) -> None:
-    """Writes ``path`` only if it does not exist (atomically, on every store); FileExistsError otherwise."""
+    """Writes ``path`` only if it does not exist, complete or not at all (atomically, on every store);
+    FileExistsError otherwise."""
     if not storage.is_remote(path):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "xb") as f:
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        staged = f"{path}.{uuid.uuid4().hex}.tmp"
+        with open(staged, "xb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        try:
+            os.link(staged, path)  # fails if path exists; readers never see a half-written record
+        finally:
+            os.unlink(staged)
         return
     import fsspec
 
     fs, target = fsspec.core.url_to_fs(path)
-    fs.pipe_file(target, data, mode="create")  # GCS ifGenerationMatch=0 / S3 If-None-Match: *
+    fs.pipe_file(target, data, mode="create")  # GCS ifGenerationMatch=0 / S3 If-None-Match: *; one request
 
 
 def _delete_owner_file(path: str) -> None:
