@@ -166,7 +166,10 @@ def check_output(output: str, protected: dict[str, str]) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The command's arguments."""
     parser = argparse.ArgumentParser(
-        prog="python -m elmo.embed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        allow_abbrev=False,
+        prog="python -m elmo.embed",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--options", required=True, help="options.json of the biLM (path, gs:// or s3://)")
     parser.add_argument(

@@ -369,7 +369,10 @@ def export_checkpoint(checkpoint: str, directory: str, heldout: str = "") -> Non
 def build_parser() -> argparse.ArgumentParser:
     """Command-line flags (each maps to a ``TrainConfig`` field)."""
     parser = argparse.ArgumentParser(
-        prog="python -m elmo.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        allow_abbrev=False,
+        prog="python -m elmo.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     defaults = TrainConfig()
     parser.add_argument("--train", default="", help="glob of training shards (local, gs://, s3://)")

@@ -167,6 +167,7 @@ class EmbedOptions(PipelineOptions):
 def job_parser() -> argparse.ArgumentParser:
     """An argparse parser of this job's own flags only (for ``--help`` and for listing them)."""
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m pipeline.run",
         description="Embeds sharded text with an ELMo model on Apache Beam (see docs/pipeline.md).",
         epilog="Every Apache Beam pipeline flag (--runner, --direct_num_workers, --direct_running_mode, ...) is "

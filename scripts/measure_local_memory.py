@@ -150,7 +150,7 @@ def measure(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=50_000, help="about this many tokens of input")
     parser.add_argument("--workers", type=int, default=1, help="SDK worker processes (multi_processing when > 1)")
     parser.add_argument("--one_document", action="store_true", help="the whole input as a single document")

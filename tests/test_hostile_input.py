@@ -246,6 +246,18 @@ def test_a_flag_that_is_not_exactly_known_stops_the_launcher(tmp_path, flags, me
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("module", ["elmo.embed", "elmo.train"])
+def test_the_model_commands_take_no_abbreviated_flags(module):
+    import importlib
+
+    parser = importlib.import_module(module).build_parser()
+    flags = [s for action in parser._actions for s in action.option_strings if s.startswith("--") and len(s) > 6]
+    prefixes = [flag[:-2] for flag in flags]  # e.g. --batch-si for --batch-size: argparse would take it by default
+    required = [f"{a.option_strings[-1]}=x" for a in parser._actions if a.required]
+    _, unknown = parser.parse_known_args([*required, *(f"{prefix}=1" for prefix in prefixes)])
+    assert [u.split("=")[0] for u in unknown] == prefixes
+
+
 # -- 5. a broken configuration fails the run; too many failed documents do not commit ------------------------------
 
 
