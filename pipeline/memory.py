@@ -44,6 +44,7 @@ MULTI_PROCESS_DATA_FACTOR = 2.3  # data held by the runner and again by the work
 
 # Compressed inputs whose uncompressed size cannot be read cheaply are assumed to expand by this much.
 COMPRESSION_RATIO = 4.0
+MAX_DEFLATE_RATIO = 1032  # deflate's largest expansion: a bigger "ISIZE" is not a real gzip trailer
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".deflate", ".zst", ".zstd", ".xz", ".lzma")
 DTYPE_BYTES = {"float32": 4, "float16": 2}
 UNLIMITED = 2**60  # cgroup limits at or above this mean "no limit" (v1 writes 9223372036854771712)
@@ -62,7 +63,8 @@ def gzip_uncompressed_size(path: str, compressed_size: int | None = None) -> int
     """Uncompressed size of a local gzip file from its ISIZE trailer (the last 4 bytes: size mod 2**32).
 
     The trailer gives only the last member's size mod 2**32: when it is below the compressed size (several
-    members, or wrapped), the file is taken as ``COMPRESSION_RATIO`` times its compressed size; for files so large
+    members, or wrapped) or above what deflate can reach (``MAX_DEFLATE_RATIO`` x: a truncated file's last bytes
+    are not a trailer), the file is taken as ``COMPRESSION_RATIO`` times its compressed size; for files so large
     that the size may have wrapped, the larger of the two readings is used.
     """
     size = os.path.getsize(path) if compressed_size is None else compressed_size
@@ -72,7 +74,7 @@ def gzip_uncompressed_size(path: str, compressed_size: int | None = None) -> int
         f.seek(-4, os.SEEK_END)
         (isize,) = struct.unpack("<I", f.read(4))
     guess = int(size * COMPRESSION_RATIO)
-    if isize < size:
+    if isize < size or isize > size * MAX_DEFLATE_RATIO:
         return guess
     if guess >= 2**32:
         return max(isize, guess)
