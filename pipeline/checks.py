@@ -16,6 +16,7 @@ from elmo import storage
 from elmo.api import check_model_directory, validate_device
 from elmo.errors import ConfigError, ModelFilesError, UsageError
 from pipeline.options import EmbedOptions
+from transforms.latest import LATEST_FILE
 from transforms.model_handler import MODEL_FILES, resolve_device
 from transforms.run_folder import OUTPUT_SUFFIXES
 
@@ -23,6 +24,7 @@ MODEL_DIR_FILES = (*MODEL_FILES, "tokenizer.json")
 LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "TestRunner")
 # What a run writes, relative to <output>: a stand-in run id and the first shard of each output kind.
 _OUTPUT_SAMPLES = (
+    LATEST_FILE,
     "some-run/_SUCCESS",
     "some-run/manifest.json",
     *(f"some-run/{kind}/part-00000-of-00001{suffix}" for kind, suffix in OUTPUT_SUFFIXES.items()),

@@ -28,12 +28,13 @@ from pipeline.summary import format_summary, summarize
 from transforms.assemble import AssembleSentences
 from transforms.dedup import DropDuplicateIds
 from transforms.embed import EmbedWindows
+from transforms.incremental import MatchPrevious, ReadPreviousRun, sentence_units
 from transforms.manifest import CountOutcomes, WriteManifest
 from transforms.model_handler import ElmoModelHandler
 from transforms.read import ReadDocuments
 from transforms.run_folder import Owner, RunFolderError, claim, clear_run_folder, release
 from transforms.tokenize import TokenizeDocuments, WindowsOf
-from transforms.write import WriteErrors, WriteParquet, WriteVertexJsonl, embedding_schema
+from transforms.write import WriteDeletedIds, WriteErrors, WriteParquet, WriteVertexJsonl, embedding_schema
 
 PROG = "python -m pipeline.run"
 LOCAL_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"  # Beam 2.62 knows it by full name only
@@ -41,7 +42,8 @@ _LOG = logging.getLogger(__name__)
 
 
 def build_pipeline(p: beam.Pipeline, opts: EmbedOptions, plan: RunPlan, owner: Owner) -> None:
-    """Adds the whole job to ``p``: read -> dedup -> tokenize -> embed -> assemble -> write -> manifest."""
+    """Adds the whole job to ``p``: read -> dedup -> tokenize -> [match a previous run] -> embed -> assemble ->
+    write -> manifest."""
     documents, read_errors = p | "ReadDocuments" >> ReadDocuments(
         [path for path, _ in plan.files],
         plan.root,
@@ -66,30 +68,54 @@ def build_pipeline(p: beam.Pipeline, opts: EmbedOptions, plan: RunPlan, owner: O
         large_model=opts.large_model,
         model_copies=opts.model_copies,
     )
-    windows = tokenized | "WindowsOf" >> WindowsOf()
+    assemble_inputs: dict[str, beam.PCollection] = {}
+    changes: dict[str, beam.PCollection] = {}
+    if plan.previous is None:
+        windows = tokenized | "WindowsOf" >> WindowsOf()
+    else:  # a nightly run: carry what the previous run holds, embed the rest, list what vanished
+        previous = plan.previous
+        rows = p | "ReadPreviousRun" >> ReadPreviousRun(previous.sentence_files, previous.carry, opts.token_vectors)
+        units = tokenized | "SentenceUnits" >> beam.FlatMap(sentence_units, plan.settings_digest)
+        carried, windows, deleted, statuses = {"units": units, "previous": rows} | "MatchPrevious" >> MatchPrevious(
+            previous.carry
+        )
+        assemble_inputs["carried"] = carried
+        changes = {"deleted": deleted, "statuses": statuses}
     vectors, failed_windows = windows | "EmbedWindows" >> EmbedWindows(handler)
     sentences, stats, embed_errors = {
         "doc": tokenized,
         "vectors": vectors,
         "failed": failed_windows,
-    } | "AssembleSentences" >> AssembleSentences(plan.layers, opts.dtype, plan.fingerprint, opts.token_vectors)
+        **assemble_inputs,
+    } | "AssembleSentences" >> AssembleSentences(
+        plan.layers, opts.dtype, plan.fingerprint, opts.token_vectors, plan.settings_digest
+    )
 
     errors = (read_errors, duplicates, tokenize_errors, embed_errors) | "AllErrors" >> beam.Flatten()
     schema = embedding_schema(plan.output_dim, plan.n_layers, opts.dtype, plan.layers, opts.token_vectors)
+    run_dir, shards = plan.run_dir, opts.num_shards
     written = {
-        "parquet": sentences
-        | "WriteParquet" >> WriteParquet(f"{plan.run_dir}/sentences/part", schema, opts.num_shards),
-        "vertex": sentences | "WriteVertexJsonl" >> WriteVertexJsonl(f"{plan.run_dir}/vertex/part", opts.num_shards),
-        "errors": errors | "WriteErrors" >> WriteErrors(f"{plan.run_dir}/errors/part", opts.num_shards),
+        "parquet": sentences | "WriteParquet" >> WriteParquet(f"{run_dir}/sentences/part", schema, shards),
+        "vertex": sentences | "WriteVertexJsonl" >> WriteVertexJsonl(f"{run_dir}/vertex/part", shards),
+        "errors": errors | "WriteErrors" >> WriteErrors(f"{run_dir}/errors/part", shards),
     }
-    counts = {
-        "documents": documents,
-        "read_errors": read_errors,
-        "stats": stats,
-        "failed": errors,
-    } | "CountOutcomes" >> CountOutcomes()
+    count_inputs = {"documents": documents, "read_errors": read_errors, "stats": stats, "failed": errors}
+    if changes:  # the delta for a vector index: upserts of new and changed sentences, and the deleted ids
+        upserts = sentences | "Changed" >> beam.Filter(lambda record: record["changed"])
+        written["delta"] = upserts | "WriteVertexDelta" >> WriteVertexJsonl(f"{run_dir}/vertex-delta/part", shards)
+        written["deleted"] = changes["deleted"] | "WriteDeletedIds" >> WriteDeletedIds(
+            f"{run_dir}/vertex-delta/delete/part", shards
+        )
+        count_inputs["changes"] = (
+            changes["deleted"] | "DeletedCount" >> beam.Map(lambda _: ("sentences_deleted", 1)),
+            changes["statuses"],
+        ) | "Changes" >> beam.Flatten()
+    counts = count_inputs | "CountOutcomes" >> CountOutcomes()
     runner = p.options.view_as(StandardOptions).runner
-    manifest = WriteManifest(plan.run_dir, plan.manifest_base(opts, runner), owner.token, opts.max_failed_fraction)
+    latest = (opts.output, plan.run_date, plan.fingerprint) if plan.run_date else None
+    manifest = WriteManifest(
+        run_dir, plan.manifest_base(opts, runner), owner.token, opts.max_failed_fraction, record_latest=latest
+    )
     _ = {"counts": counts, **written} | "WriteManifest" >> manifest
 
 

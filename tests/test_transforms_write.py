@@ -29,6 +29,7 @@ def _record(i: int, n_tokens: int, layers: str, dtype: str, with_tokens: bool) -
         "id": f"d{i}#0",
         "doc_id": f"d{i}",
         "sentence_index": 0,
+        "key": f"key-{i}",
         "source": "s.txt",
         "line": i,
         "text": "t " * n_tokens,

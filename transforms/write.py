@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from transforms.metrics import counter
 
+SCHEMA_VERSION = 2  # of the sentence records and the manifest; 2 added each sentence's content ``key``
 SHARD_TEMPLATE = "-SSSSS-of-NNNNN"
 ARROW_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
 PARQUET_ROWS_PER_TABLE = 256
@@ -27,6 +28,7 @@ def embedding_schema(dim: int, n_layers: int, dtype: str, layers: str, with_toke
         pa.field("id", pa.string(), nullable=False),
         pa.field("doc_id", pa.string(), nullable=False),
         pa.field("sentence_index", pa.int32(), nullable=False),
+        pa.field("key", pa.string(), nullable=False),
         pa.field("source", pa.string()),
         pa.field("line", pa.int64()),
         pa.field("text", pa.string()),
@@ -152,6 +154,21 @@ class WriteVertexJsonl(beam.PTransform):
             >> beam.io.WriteToText(
                 self._prefix, file_name_suffix=".json", num_shards=self._num_shards, shard_name_template=SHARD_TEMPLATE
             )
+        )
+
+
+class WriteDeletedIds(beam.PTransform):
+    """PCollection[str sentence id] -> PCollection[str written file path]: one id per line, the ``delete/`` file of
+    a Vertex AI Vector Search batch update, ``<prefix>-SSSSS-of-NNNNN.txt``."""
+
+    def __init__(self, prefix: str, num_shards: int):
+        super().__init__()
+        self._prefix = prefix
+        self._num_shards = num_shards
+
+    def expand(self, ids):
+        return ids | "Write" >> beam.io.WriteToText(
+            self._prefix, file_name_suffix=".txt", num_shards=self._num_shards, shard_name_template=SHARD_TEMPLATE
         )
 
 
