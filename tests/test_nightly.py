@@ -157,3 +157,16 @@ def test_bad_previous_runs_are_refused_before_any_work(nightly, tmp_path):
                 tmp_path / f"out-{name}", f"--previous_run={folder}", input_glob=f"{nightly['day2_input']}/*"
             )
         assert not (tmp_path / f"out-{name}").exists()
+
+
+def test_a_day3_run_that_fails_leaves_latest_on_the_last_good_day(nightly, tmp_path):
+    day3 = tmp_path / "day3"
+    shutil.copytree(nightly["day2_input"], day3)
+    (day3 / "broken.txt").write_bytes(b"bad \xff utf8\n")  # one failed document: over --max_failed_fraction=0
+    with pytest.raises(Exception, match="not committing"):
+        run_job_summary(
+            nightly["out"], "--run_date=2026-11-03", "--previous_run=latest", "--max_failed_fraction=0",
+            input_glob=f"{day3}/*",
+        )  # fmt: skip
+    assert not (nightly["out"] / "2026-11-03" / "_SUCCESS").exists()
+    assert json.loads((nightly["out"] / "LATEST").read_text())["run_date"] == "2026-11-02"
