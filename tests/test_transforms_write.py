@@ -70,7 +70,9 @@ def test_vertex_json_is_the_vector_search_input_format():
     line = json.loads(vertex_json(record))
     assert set(line) == {"id", "embedding", "restricts"}
     assert line["id"] == "d7#0"
-    assert np.array_equal(np.asarray(line["embedding"], dtype=np.float32), record["sentence_vector"])  # shortest repr
+    assert np.array_equal(
+        np.asarray(line["embedding"], dtype=np.float32), record["sentence_vector"]
+    )  # exact round trip
     assert line["restricts"] == [
         {"namespace": "doc_id", "allow": ["d7"]},
         {"namespace": "source", "allow": ["s.txt"]},
