@@ -20,6 +20,8 @@ PIPELINE_REQUIRES = [
     "apache-beam[gcp,aws]==2.62.0",
     "pyarrow==16.1.0",
 ]
+# the search index (search/): LanceDB, embedded (no server), local or gs:// / s3://
+SEARCH_REQUIRES = ["lancedb==0.40.0"]
 TEST_REQUIRES = [
     "pytest==9.2.0",
     # property-based tests of reading and tokenization (tests/test_hostile_text.py)
@@ -27,7 +29,9 @@ TEST_REQUIRES = [
     "ruff==0.17.6",
     # the pipeline's output tests read the Parquet back with these
     "pandas==3.1.1",
-    "lancedb==0.40.0",
+    *SEARCH_REQUIRES,
+    # the word maps of search.plot and elmo.polysemy (the "tools" extra), so their tests run instead of skipping
+    "matplotlib==3.11.2",
     # the corpus builder's sentence splitter, so its test runs instead of skipping
     "blingfire==0.1.8",
     # real storage servers the object-store tests start: GCS-compatible and S3-compatible
@@ -41,9 +45,17 @@ setup(
     description="ELMo deep contextualized word embeddings (Peters et al. 2018) as an Apache Beam job",
     license="Apache-2.0",
     python_requires=">=3.11",
-    packages=find_packages(include=["elmo", "elmo.*", "pipeline", "pipeline.*", "transforms", "transforms.*"]),
+    packages=find_packages(
+        include=["elmo", "elmo.*", "pipeline", "pipeline.*", "transforms", "transforms.*", "search", "search.*"]
+    ),
     install_requires=MODEL_REQUIRES + PIPELINE_REQUIRES,
-    # "tools": the polysemy picture (python -m elmo.polysemy --plot); "corpus": the corpus builder's splitter.
-    extras_require={"test": TEST_REQUIRES, "tools": ["matplotlib==3.11.2"], "corpus": ["blingfire==0.1.8"]},
+    # "tools": the polysemy picture (python -m elmo.polysemy --plot) and python -m search.plot; "corpus": the corpus
+    # builder's splitter; "search": the embedded vector index of python -m search.index / search.query.
+    extras_require={
+        "test": TEST_REQUIRES,
+        "tools": ["matplotlib==3.11.2"],
+        "corpus": ["blingfire==0.1.8"],
+        "search": SEARCH_REQUIRES,
+    },
     entry_points={"console_scripts": ["elmo-embed=elmo.embed:main"]},
 )
