@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterable
 from typing import Any
 
@@ -9,12 +10,48 @@ import apache_beam as beam
 import numpy as np
 
 from elmo.windows import merge_windows
-from transforms.incremental import CarriedSentence, sentence_id, sentence_key
+from transforms.incremental import KEYED, CarriedSentence, sentence_id, sentence_key
 from transforms.metrics import counter
-from transforms.records import DocumentStats, TokenizedDocument, WindowVectors, error_record
+from transforms.records import Document, DocumentStats, TokenizedDocument, WindowVectors, error_record
+from transforms.write import VERTEX_JSON, vertex_json
 
 DTYPES = {"float32": np.float32, "float16": np.float16}
 MAX_REASONS = 3  # distinct failure reasons kept per document
+DOC, VECTORS, FAILED, CARRIED = range(4)  # what a document's grouped values are
+
+# What crosses the GroupByKey: (doc_id, (tag, value)), values plain tuples of str/int/bytes (vectors as raw bytes)
+# or the document as one pickled blob, which Beam's FastPrimitivesCoder encodes natively or copies (dataclasses and
+# numpy arrays would be pickled by its fallback, several times slower; the local runner encodes them twice, its
+# Flatten before a GroupByKey being a stage of its own).
+
+
+def _doc_wire(tokenized: TokenizedDocument) -> tuple[str, tuple]:
+    """A tokenized document as one pickled blob of str, int and bytes (offsets as int32 bytes): the coder copies
+    it; its token strings are unpickled once, after the shuffle (as a tuple of strings each decode costs ~30x
+    more, as a pickled dataclass with numpy arrays several times more)."""
+    doc = tokenized.doc
+    starts = np.ascontiguousarray(tokenized.starts, dtype=np.int32).tobytes()
+    ends = np.ascontiguousarray(tokenized.ends, dtype=np.int32).tobytes()
+    wire = (doc.doc_id, doc.text, doc.source, doc.line, tokenized.tokens, starts, ends)
+    blob = pickle.dumps((*wire, tokenized.sentence_tokens, tokenized.windows), protocol=pickle.HIGHEST_PROTOCOL)
+    return doc.doc_id, (DOC, blob)
+
+
+def _doc_from_wire(blob: bytes) -> TokenizedDocument:
+    doc_id, text, source, line, tokens, starts, ends, sentence_tokens, windows = pickle.loads(blob)
+    return TokenizedDocument(
+        doc=Document(doc_id, text, source, line),
+        tokens=tokens,
+        starts=np.frombuffer(starts, dtype=np.int32),
+        ends=np.frombuffer(ends, dtype=np.int32),
+        sentence_tokens=sentence_tokens,
+        windows=windows,
+    )
+
+
+def _vectors_wire(v: WindowVectors) -> tuple[str, tuple]:
+    vectors = v.vectors
+    return v.doc_id, (VECTORS, (v.sentence_index, v.window_index, vectors.tobytes(), vectors.shape, vectors.dtype.str))
 
 
 def sentence_vector(token_vectors: np.ndarray) -> np.ndarray:
@@ -51,7 +88,9 @@ def sentence_records(
         tokens = tokenized.tokens[first:last]
         if s in carried:
             vector, token_vectors = _carried_vectors(carried[s], with_token_vectors)
+            key = carried[s].key  # the same tokens under the same settings: no need to hash them again
         else:
+            key = sentence_key(digest, tokens)
             merged = merge_windows([vectors[(s, w)] for w in range(len(spans))], spans, last - first)  # (..., n, W)
             vector = sentence_vector(merged).astype(out_type)
             token_vectors = merged.astype(out_type) if with_token_vectors else None
@@ -63,7 +102,7 @@ def sentence_records(
                 "id": sentence_id(doc.doc_id, s),
                 "doc_id": doc.doc_id,
                 "sentence_index": s,
-                "key": sentence_key(digest, tokens),
+                "key": key,
                 "source": doc.source,
                 "line": doc.line,
                 "text": doc.text[char_start:char_end],
@@ -86,15 +125,17 @@ def sentence_records(
 
 def _carried_vectors(carried: CarriedSentence, with_token_vectors: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """A carried sentence's (W,) vector and token vectors in the layout of a fresh one: (T, W) or (L+1, T, W)."""
-    token_vectors = carried.token_vectors if with_token_vectors else None
+    vector, token_vectors = carried.vectors()
+    if not with_token_vectors:
+        token_vectors = None
     if token_vectors is not None and token_vectors.ndim == 3:  # stored per token: (T, L+1, W)
         token_vectors = token_vectors.transpose(1, 0, 2)
-    return carried.sentence_vector, token_vectors
+    return vector, token_vectors
 
 
 class _AssembleFn(beam.DoFn):
-    """(doc_id, {'doc', 'vectors', 'carried', 'failed'}) -> sentence records; tagged ``stats`` and ``failed``
-    outputs."""
+    """(doc_id, [(DOC | VECTORS | CARRIED | FAILED, value)]) -> sentence records, each with its Vertex AI line
+    (``VERTEX_JSON``, formatted once for vertex/ and vertex-delta/); tagged ``stats`` and ``failed`` outputs."""
 
     def __init__(self, layers: str, dtype: str, fingerprint: str, with_token_vectors: bool, digest: str):
         self._layers = layers
@@ -105,13 +146,23 @@ class _AssembleFn(beam.DoFn):
         self._embedded = counter("documents_embedded")
         self._failed = counter("documents_failed_embedding")
 
-    def process(self, element: tuple[str, dict[str, Iterable[Any]]]):
-        doc_id, grouped = element
-        tokenized: TokenizedDocument = next(iter(grouped["doc"]))  # exactly one: ids are unique, windows come from it
+    def process(self, element: tuple[str, Iterable[tuple[int, Any]]]):
+        doc_id, tagged = element
+        docs, failed, vectors, carried = [], set(), {}, {}
+        for tag, value in tagged:
+            if tag == VECTORS:
+                s, w, data, shape, dtype = value
+                vectors[(s, w)] = np.frombuffer(data, dtype=dtype).reshape(shape)
+            elif tag == CARRIED:
+                c = CarriedSentence._make(value)
+                carried[c.sentence_index] = c
+            elif tag == DOC:
+                docs.append(value)
+            else:
+                failed.add(value)
+        tokenized = _doc_from_wire(docs[0])  # exactly one: ids are unique, windows come from it
         doc = tokenized.doc
-        reasons = sorted(set(grouped["failed"]))
-        vectors = {(v.sentence_index, v.window_index): v.vectors for v in grouped["vectors"]}
-        carried = {c.sentence_index: c for c in grouped.get("carried", ())}
+        reasons = sorted(failed)
         expected = sum(len(spans) for s, spans in enumerate(tokenized.windows) if s not in carried)
         if not reasons and len(vectors) != expected:
             reasons = [f"{expected - len(vectors)} of {expected} windows came back empty"]
@@ -127,6 +178,8 @@ class _AssembleFn(beam.DoFn):
                     self._digest,
                     carried,
                 )
+                for record in records:  # formatted once here for vertex/ and vertex-delta/
+                    record[VERTEX_JSON] = vertex_json(record)
             except Exception as exc:  # never lose a document: it goes to errors/ with the reason
                 reasons = [f"assembling failed: {type(exc).__name__}: {exc}"]
         if reasons:
@@ -145,7 +198,7 @@ class _AssembleFn(beam.DoFn):
 
 class AssembleSentences(beam.PTransform):
     """{'doc': PCollection[TokenizedDocument], 'vectors': PCollection[WindowVectors],
-    'failed': PCollection[tuple[str doc_id, str reason]], optional 'carried': PCollection[CarriedSentence]}
+    'failed': PCollection[tuple[str doc_id, str reason]], optional 'carried': PCollection[carried sentence tuple]}
     -> (PCollection[dict sentence record], PCollection[DocumentStats], PCollection[dict error record]).
 
     Groups everything of a document by its id; a document with any failed or missing window is dead-lettered as a
@@ -162,16 +215,19 @@ class AssembleSentences(beam.PTransform):
     def expand(self, inputs: dict[str, Any]):
         docs: beam.PCollection[TokenizedDocument] = inputs["doc"]
         vectors: beam.PCollection[WindowVectors] = inputs["vectors"]
-        keyed = {
-            "doc": docs | "KeyDocs" >> beam.Map(lambda t: (t.doc.doc_id, t)),
-            "vectors": vectors | "KeyVectors" >> beam.Map(lambda v: (v.doc_id, v)),
-            "failed": inputs["failed"],
-        }
+        keyed = [
+            docs | "KeyDocs" >> beam.Map(_doc_wire).with_output_types(KEYED),
+            vectors | "KeyVectors" >> beam.Map(_vectors_wire).with_output_types(KEYED),
+            inputs["failed"] | "KeyFailed" >> beam.Map(lambda f: (f[0], (FAILED, f[1]))).with_output_types(KEYED),
+        ]
         if "carried" in inputs:
-            keyed["carried"] = inputs["carried"] | "KeyCarried" >> beam.Map(lambda c: (c.doc_id, c))
+            keyed.append(
+                inputs["carried"] | "KeyCarried" >> beam.Map(lambda c: (c[0], (CARRIED, c))).with_output_types(KEYED)
+            )
         out = (
             keyed
-            | "GroupByDocument" >> beam.CoGroupByKey()
+            | "GroupByDocument/Flatten" >> beam.Flatten()
+            | "GroupByDocument/GroupByKey" >> beam.GroupByKey()
             | "Assemble" >> beam.ParDo(self._fn).with_outputs("stats", "failed", main="sentences")
         )
         return out.sentences, out.stats, out.failed

@@ -21,6 +21,7 @@ SHARD_TEMPLATE = "-SSSSS-of-NNNNN"
 ARROW_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
 ROUND_TRIP_DIGITS = {"float32": 9, "float16": 5}  # significant digits that always read back to the same value
 PARQUET_ROWS_PER_TABLE = 256
+VERTEX_JSON = "vertex_json"  # not a column: a record's Vertex AI datapoint line, when assembling formatted it once
 
 
 def embedding_schema(dim: int, n_layers: int, dtype: str, layers: str, with_token_vectors: bool) -> pa.Schema:
@@ -147,6 +148,13 @@ class WriteParquet(beam.PTransform):
         )
 
 
+def vertex_line(record: dict[str, Any]) -> str:
+    """A record's Vertex AI datapoint line: the one assembling formatted (``VERTEX_JSON``, so vertex/ and
+    vertex-delta/ format each vector once), else ``vertex_json(record)``."""
+    line = record.get(VERTEX_JSON)
+    return vertex_json(record) if line is None else line
+
+
 class WriteVertexJsonl(beam.PTransform):
     """PCollection[dict sentence record] -> PCollection[str written file path]: sentence vectors in the Vertex AI
     Vector Search input format, ``<prefix>-SSSSS-of-NNNNN.json``."""
@@ -159,7 +167,7 @@ class WriteVertexJsonl(beam.PTransform):
     def expand(self, records):
         return (
             records
-            | "ToVertexJson" >> beam.Map(vertex_json)
+            | "ToVertexJson" >> beam.Map(vertex_line)
             | "Write"
             >> beam.io.WriteToText(
                 self._prefix, file_name_suffix=".json", num_shards=self._num_shards, shard_name_template=SHARD_TEMPLATE
