@@ -3,7 +3,8 @@
 Beam only logs "Discarding unparseable args" for anything it does not know, so ``--tokens_vectors``,
 ``--dtpye float16`` or a stray word used to run the job without what was asked (and before Beam 2.66, which
 turned argparse's prefix matching off, ``--dt float16`` was taken as ``--dtype``). ``check_flags`` parses the whole
-command line once, with every registered ``PipelineOptions`` class and prefix matching off, before anything else happens.
+command line once, with every registered ``PipelineOptions`` class and prefix matching off, before anything else
+happens.
 """
 
 from __future__ import annotations
