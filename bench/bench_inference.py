@@ -310,7 +310,7 @@ def check_threads(rows: list[Row]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The benchmark's command line."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=list(CONFIGS), help="models to run")
     parser.add_argument("--threads", nargs="+", type=int, default=[2, 1], help="torch thread counts to run")
     parser.add_argument("--iters", type=int, default=5, help="timed passes per worker run")

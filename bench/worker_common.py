@@ -25,7 +25,7 @@ EmbedBatch = Callable[[Sequence[Sequence[str]]], torch.Tensor]
 
 def build_parser(description: str) -> argparse.ArgumentParser:
     """The command line both workers accept."""
-    parser = argparse.ArgumentParser(description=description)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=description)
     parser.add_argument("--options", required=True, help="options.json of the model")
     parser.add_argument("--weights", required=True, help="weights .hdf5 of the model (official layout)")
     parser.add_argument("--sentences", required=True, help="JSON file: a list of sentences, each a list of tokens")

@@ -66,7 +66,9 @@ class SourceStats:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options."""
-    parser = argparse.ArgumentParser(prog="python -m corpus.build", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python -m corpus.build", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--out", type=Path, help="output folder (created)")
     parser.add_argument("--cache", type=Path, help="download cache (default: OUT/downloads)")
     parser.add_argument("--sources", nargs="+", default=list(DEFAULT), help="source names, or 'all' (see --list)")

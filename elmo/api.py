@@ -17,9 +17,10 @@ Two state modes:
 
 from __future__ import annotations
 
+import numbers
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ import torch
 from elmo import storage
 from elmo.chars import batch_to_ids
 from elmo.config import ElmoConfig
+from elmo.errors import ConfigError, ModelFilesError
 from elmo.mix import LayerChoice, apply_layer_choice
 from elmo.model import BiLm, BiLmState
 from elmo.weights import fingerprint, load_weights, save_weights
@@ -34,6 +36,89 @@ from elmo.weights import fingerprint, load_weights, save_weights
 INITIAL_STATES = ("warm", "zeros")
 MODEL_FILES = ("options.json", "weights.hdf5")
 DEFAULT_INITIAL_STATE = "warm"  # measured closer to a warmed-up stateful run than zeros (README, elmo.state)
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def validate_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` this machine can use: ``cpu``, ``cuda``/``cuda:N`` (CUDA available and N
+    below the device count) or ``mps`` (when available). Raises ``ConfigError`` naming the device otherwise."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"device {device!r} is not a device name: use cpu, cuda or cuda:N") from None
+    if parsed.type not in DEVICE_TYPES:
+        raise ConfigError(f"device {device!r} is not supported: use cpu, cuda or cuda:N")
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"device {device!r} was asked for but CUDA is not available on this machine")
+        if parsed.index is not None and parsed.index >= count:
+            raise ConfigError(f"device {device!r} does not exist: this machine has {count} CUDA device(s)")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r} was asked for but MPS is not available on this machine")
+    return parsed
+
+
+def check_sentences(sentences: Iterable[Sequence[str]]) -> list[list[str]]:
+    """Validates ``sentences`` (a list of token lists) and returns them as lists.
+
+    Raises ``TypeError`` for a plain string, a sentence that is a string (a flat list of tokens that was not
+    wrapped in a list) or a token that is not a string; ``ValueError`` naming the sentence (and token) index for
+    an empty sentence or an empty token.
+    """
+    hint = "pass a list of sentences, each a list of token strings, e.g. [['The', 'cat', 'sat']]"
+    if isinstance(sentences, (str, bytes)) or not isinstance(sentences, Iterable):
+        raise TypeError(f"sentences must be a list of token lists, not {type(sentences).__name__}: {hint}")
+    checked = []
+    for i, sentence in enumerate(sentences):
+        if isinstance(sentence, (str, bytes)) or not isinstance(sentence, Iterable):
+            raise TypeError(
+                f"sentence {i} is a {type(sentence).__name__}, not a list of tokens: {hint} "
+                "(one sentence goes in a list of its own)"
+            )
+        tokens = list(sentence)
+        if not tokens:
+            raise ValueError(f"sentence {i} is empty: every sentence needs at least one token")
+        for j, token in enumerate(tokens):
+            if not isinstance(token, str):
+                raise TypeError(f"sentence {i}, token {j} is a {type(token).__name__}, not a string: {hint}")
+            if not token:
+                raise ValueError(f"sentence {i}, token {j} is an empty string: tokens must be non-empty")
+        checked.append(tokens)
+    return checked
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
+
+
+def _local_model_file(path: str | os.PathLike, what: str) -> str:
+    """A local copy of a model file (``storage.local_file``); ``ModelFilesError`` naming it when it is missing."""
+    path = os.fspath(path)
+    if not storage.is_remote(path):
+        if not os.path.exists(path):
+            raise ModelFilesError(f"{what} {path} does not exist")
+        if os.path.isdir(path):
+            raise ModelFilesError(f"{what} {path} is a directory, not a file")
+        return path
+    try:
+        return storage.local_file(path)
+    except FileNotFoundError as err:
+        raise ModelFilesError(f"{what} {path} does not exist ({err})") from None
+
+
+def check_model_directory(model_dir: str | os.PathLike) -> None:
+    """Raises ``ModelFilesError`` unless the local ``model_dir`` is a directory holding options.json and
+    weights.hdf5 (the message names the directory and the missing files)."""
+    model_dir = os.fspath(model_dir)
+    if not os.path.exists(model_dir):
+        raise ModelFilesError(f"model directory {model_dir} does not exist")
+    if not os.path.isdir(model_dir):
+        raise ModelFilesError(f"model directory {model_dir} is not a directory")
+    missing = [name for name in MODEL_FILES if not os.path.isfile(os.path.join(model_dir, name))]
+    if missing:
+        raise ModelFilesError(f"{model_dir} has no {' and no '.join(missing)}")
 
 
 class Elmo:
@@ -41,8 +126,8 @@ class Elmo:
 
     def __init__(self, bilm: BiLm, initial_state: str = DEFAULT_INITIAL_STATE, device: str | torch.device = "cpu"):
         if initial_state not in INITIAL_STATES:
-            raise ValueError(f"initial_state must be one of {INITIAL_STATES}, not {initial_state!r}")
-        self.device = torch.device(device)
+            raise ConfigError(f"initial_state must be one of {INITIAL_STATES}, not {initial_state!r}")
+        self.device = validate_device(device)
         self.bilm = bilm.to(self.device).eval().requires_grad_(False)
         self.config = bilm.config
         self.initial_state_name = initial_state
@@ -65,18 +150,35 @@ class Elmo:
         """Loads ``options.json`` + weights ``.hdf5`` onto ``device`` ("cpu", "cuda", "cuda:1").
 
         Each may be a local path or a ``gs://`` / ``s3://`` URL (fetched once into the local model cache,
-        ``elmo.storage``)."""
-        if str(device).startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeError(f"device {device!r} was asked for but CUDA is not available")
-        config = ElmoConfig.from_json(storage.local_file(options))
+        ``elmo.storage``). Raises (all ``ConfigError``, naming the culprit, before reading the weights where they
+        can): ``ModelFilesError`` for a missing file, ``OptionsError`` for a bad options.json,
+        ``WeightsFormatError`` for weights that do not match it or hold NaN/inf, and for an unusable device, dtype
+        or initial state."""
+        validate_device(device)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ConfigError(f"dtype must be a floating point torch.dtype, not {dtype!r}")
+        if initial_state not in INITIAL_STATES:
+            raise ConfigError(f"initial_state must be one of {INITIAL_STATES}, not {initial_state!r}")
+        config = ElmoConfig.from_json(_local_model_file(options, "options file"))
         bilm = BiLm(config)
-        load_weights(bilm, storage.local_file(weights))
+        load_weights(bilm, _local_model_file(weights, "weights file"))
         return cls(bilm.to(dtype), initial_state=initial_state, device=device)
 
     @classmethod
     def from_directory(cls, model_dir: str | os.PathLike, **kwargs) -> Elmo:
-        """Loads a model directory (local, ``gs://`` or ``s3://``) holding ``options.json`` and ``weights.hdf5``."""
-        local = storage.cached_files(model_dir, MODEL_FILES)
+        """Loads a model directory (local, ``gs://`` or ``s3://``) holding ``options.json`` and ``weights.hdf5``.
+
+        A missing directory or file raises ``ModelFilesError`` ("model directory X does not exist", "X has no
+        weights.hdf5"); see ``load`` for the rest."""
+        model_dir = os.fspath(model_dir)
+        if storage.is_remote(model_dir):
+            try:
+                local = storage.cached_files(model_dir, MODEL_FILES)
+            except FileNotFoundError as err:
+                raise ModelFilesError(f"model directory {model_dir} lacks {' or '.join(MODEL_FILES)}: {err}") from None
+        else:
+            check_model_directory(model_dir)
+            local = model_dir
         return cls.load(os.path.join(local, "options.json"), os.path.join(local, "weights.hdf5"), **kwargs)
 
     def save(self, options_path: str | os.PathLike, weights_path: str | os.PathLike) -> None:
@@ -128,7 +230,10 @@ class Elmo:
     def embed_batch_tensor(
         self, sentences: Sequence[Sequence[str]], stateful: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One batch through the biLM: -> layers (L+1, B, T_max, 2P) and token mask (B, T_max)."""
+        """One batch through the biLM: -> layers (L+1, B, T_max, 2P) and token mask (B, T_max).
+
+        ``sentences`` are checked like ``embed``'s (``check_sentences``)."""
+        sentences = check_sentences(sentences)
         ids = torch.from_numpy(batch_to_ids(sentences, self.config.char_cnn.max_characters_per_token))
         ids = ids.to(self.device)
         layers, final = self.bilm(ids, self._initial_state(len(sentences), stateful))
@@ -145,18 +250,24 @@ class Elmo:
     ) -> list[np.ndarray]:
         """Embeds sentences; returns one float array per sentence, in input order.
 
-        Shapes: (L+1, T, 2P) for ``all``, (T, 2P) for ``top``, ``average`` or mix weights. An empty sentence gives
-        T = 0. In the default mode sentences are batched by length for speed (results do not depend on it); with
-        ``stateful`` they are batched in the given order, ``batch_size`` at a time, like the original command.
+        Shapes: (L+1, T, 2P) for ``all``, (T, 2P) for ``top``, ``average`` or mix weights. In the default mode
+        sentences are batched by length for speed (results do not depend on it); with ``stateful`` they are batched
+        in the given order, ``batch_size`` at a time, like the original command. No sentences give ``[]``.
+
+        Raises ``TypeError``/``ValueError`` before any work for malformed ``sentences`` (see ``check_sentences``:
+        a plain string, an unwrapped sentence, an empty sentence or token), a ``batch_size`` that is not a positive
+        integer, or a layer choice that is malformed, non-finite or has the wrong number of weights.
         """
-        choice = layers if isinstance(layers, LayerChoice) else LayerChoice.parse(layers)
+        sentences = check_sentences(sentences)
+        _check_batch_size(batch_size)
+        choice = self.layer_choice(layers)
         order = list(range(len(sentences)))
         if not stateful:
             order.sort(key=lambda i: len(sentences[i]))
         results: list[np.ndarray | None] = [None] * len(sentences)
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            batch = [list(sentences[i]) for i in chunk]
+            batch = [sentences[i] for i in chunk]
             output, _ = self.embed_batch_tensor(batch, stateful=stateful)
             if output.dtype not in (torch.float32, torch.float64):
                 output = output.to(torch.float32)  # half precision models give float32 arrays
@@ -167,5 +278,20 @@ class Elmo:
         return results  # type: ignore[return-value]
 
     def embed_sentence(self, tokens: Sequence[str], layers: str | LayerChoice = "all") -> np.ndarray:
-        """Embeds one sentence: (L+1, T, 2P) for ``all``."""
+        """Embeds one sentence (a list of token strings): (L+1, T, 2P) for ``all``."""
+        if isinstance(tokens, (str, bytes)):
+            raise TypeError("embed_sentence takes a list of token strings, not a string: e.g. ['The', 'cat', 'sat']")
         return self.embed([tokens], layers=layers)[0]
+
+    def layer_choice(self, layers: str | LayerChoice) -> LayerChoice:
+        """``layers`` as a ``LayerChoice`` checked against this model (mix weights: one per output layer)."""
+        if isinstance(layers, str):
+            layers = LayerChoice.parse(layers)
+        if not isinstance(layers, LayerChoice):
+            raise TypeError(f"layers must be all, top, average, mix weights or a LayerChoice, not {layers!r}")
+        if layers.kind == "weights" and len(layers.weights) != self.config.n_output_layers:
+            raise ConfigError(
+                f"layer choice {layers} has {len(layers.weights)} mix weights; "
+                f"the model has {self.config.n_output_layers} layers"
+            )
+        return layers

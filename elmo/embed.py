@@ -4,6 +4,11 @@ Input: one whitespace-tokenized sentence per line (UTF-8). Output: one float32 d
 line's 0-based index: (L+1, T, 2P) with ``--all``, (T, 2P) with ``--top`` (last layer) or ``--average`` (mean of
 the layers); plus ``sentence_to_index``, a JSON map from sentence text to line index (last one wins), unless
 ``--forget-sentences``. ``--use-sentence-keys`` names datasets by sentence text instead (duplicates are an error).
+
+The output appears only when complete: it is written to a temporary file next to it and renamed into place (an
+interrupted run leaves the previous file, if any, untouched); remote outputs are uploaded once written. An output
+that is the input or a model file is refused before anything is written. Errors: one line and exit status 2
+(``--debug`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -20,19 +25,28 @@ import h5py
 import torch
 
 from elmo import storage
-from elmo.api import DEFAULT_INITIAL_STATE, INITIAL_STATES, Elmo
+from elmo.api import DEFAULT_INITIAL_STATE, INITIAL_STATES, Elmo, validate_device
+from elmo.cli import add_debug_flag, run_cli
+from elmo.errors import ConfigError, UsageError
 from elmo.mix import LayerChoice
 
+PROG = "python -m elmo.embed"
+UTF8_BOM = b"\xef\xbb\xbf"
 
-class InputError(ValueError):
+
+class InputError(ConfigError):
     """A line of the input cannot be embedded; the message names the file and line number."""
 
 
 def read_sentences(path: str) -> list[list[str]]:
-    """Reads one whitespace-tokenized sentence per line; raises ``InputError`` naming any bad line (1-based)."""
+    """Reads one whitespace-tokenized sentence per line; raises ``InputError`` naming any bad line (1-based).
+
+    A UTF-8 byte order mark at the very start of the file is dropped (anywhere else it stays part of a token)."""
     sentences = []
     with storage.open_url(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
+            if number == 1 and raw.startswith(UTF8_BOM):
+                raw = raw[len(UTF8_BOM) :]
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as err:
@@ -63,37 +77,99 @@ def write_embeddings(
     use_sentence_keys: bool = False,
     forget_sentences: bool = False,
 ) -> int:
-    """Embeds ``sentences`` batch by batch (file order when stateful) and writes the HDF5 file; returns tokens."""
+    """Embeds ``sentences`` batch by batch (file order when stateful) and writes the HDF5 file; returns tokens.
+
+    The file is written under a temporary name in the output's directory and renamed into place at the end; on
+    any failure or interrupt the temporary file is removed and an existing ``output`` is left as it was."""
     keys = [" ".join(s) for s in sentences] if use_sentence_keys else [str(i) for i in range(len(sentences))]
     if use_sentence_keys and len(set(keys)) != len(keys):
         raise InputError("duplicate sentences cannot be used as keys (--use-sentence-keys)")
     if storage.is_remote(output):  # HDF5 needs a seekable local file: write it here, then upload it
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp:  # the object appears only once the upload completes
             local = os.path.join(tmp, "embeddings.hdf5")
             tokens = write_embeddings(
                 model, sentences, local, choice, batch_size, stateful, use_sentence_keys, forget_sentences
             )
             storage.upload_file(local, output)
         return tokens
+    directory = os.path.dirname(os.path.abspath(output))
+    fd, partial = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(output)}.", suffix=".partial")
+    os.close(fd)
+    try:
+        index = not (forget_sentences or use_sentence_keys)
+        tokens = _write_hdf5(model, sentences, keys, partial, choice, batch_size, stateful, index)
+        os.chmod(partial, 0o666 & ~_umask())
+        os.replace(partial, output)
+    except BaseException:  # interrupted or failed: no partial file anywhere, a previous output untouched
+        if os.path.exists(partial):
+            os.unlink(partial)
+        raise
+    return tokens
+
+
+def _write_hdf5(
+    model: Elmo,
+    sentences: list[list[str]],
+    keys: list[str],
+    path: str,
+    choice: LayerChoice,
+    batch_size: int,
+    stateful: bool,
+    index: bool,
+) -> int:
+    """Writes one dataset per sentence (and ``sentence_to_index`` when ``index``) into ``path``; returns tokens."""
     tokens = 0
-    with h5py.File(output, "w") as out:
+    with h5py.File(path, "w") as out:
         for batch in _batches(len(sentences), batch_size):
             vectors = model.embed(
                 [sentences[i] for i in batch], layers=choice, batch_size=batch_size, stateful=stateful
             )
-            for index, array in zip(batch, vectors, strict=True):
-                out.create_dataset(keys[index], data=array)
-                tokens += len(sentences[index])
-        if not (forget_sentences or use_sentence_keys):
+            for i, array in zip(batch, vectors, strict=True):
+                out.create_dataset(keys[i], data=array)
+                tokens += len(sentences[i])
+        if index:
             index_map = {" ".join(s): str(i) for i, s in enumerate(sentences)}
             out.create_dataset("sentence_to_index", data=[json.dumps(index_map)], dtype=h5py.string_dtype())
     return tokens
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether two paths (local or URLs) name the same file: resolved paths, or ``samefile`` when both exist."""
+    if storage.is_remote(a) or storage.is_remote(b):
+        return a.rstrip("/") == b.rstrip("/")
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_output(output: str, protected: dict[str, str]) -> None:
+    """Refuses (``UsageError``) an ``--output`` that is one of the ``protected`` files (flag -> path: the input,
+    the model files) under any spelling or symlink, a directory, or a path whose directory does not exist."""
+    for flag, path in protected.items():
+        if path and _same_file(output, path):
+            raise UsageError(f"--output {output} is the same file as {flag} {path}: refusing to overwrite it")
+    if storage.is_remote(output):
+        return
+    if os.path.isdir(output):
+        raise UsageError(f"--output {output} is a directory; give the HDF5 file to write")
+    directory = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(directory):
+        raise UsageError(f"--output {output}: directory {directory} does not exist")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command's arguments."""
     parser = argparse.ArgumentParser(
-        prog="python -m elmo.embed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        allow_abbrev=False,
+        prog="python -m elmo.embed",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--options", required=True, help="options.json of the biLM (path, gs:// or s3://)")
     parser.add_argument(
@@ -138,35 +214,49 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     parser.add_argument("--use-sentence-keys", action="store_true", help="name datasets by sentence text")
     parser.add_argument("--forget-sentences", action="store_true", help="do not write sentence_to_index")
+    add_debug_flag(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs the command; returns the exit status (2 on bad input, with a one-line message)."""
+    """Runs the command; returns the exit status (2 with a one-line message for bad flags, files or input)."""
+    return run_cli(_main, argv, prog=PROG)
+
+
+def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
-        print("error: --batch-size must be at least 1", file=sys.stderr)
-        return 2
+        raise UsageError(f"--batch-size must be a positive integer, not {args.batch_size}")
     try:
         choice = LayerChoice.parse(args.layers or "all")
-        sentences = read_sentences(args.input)
-        model = Elmo.load(args.options, args.weights, device=args.device, initial_state=args.initial_state)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            tokens = write_embeddings(
-                model,
-                sentences,
-                args.output,
-                choice,
-                args.batch_size,
-                args.stateful,
-                args.use_sentence_keys,
-                args.forget_sentences,
-            )
-        seconds = time.perf_counter() - start
-    except (InputError, ValueError, OSError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except ConfigError as err:
+        raise UsageError(f"--mix {args.layers!r}: {err}") from None
+    try:
+        validate_device(args.device)
+    except ConfigError as err:
+        raise UsageError(f"--device: {err}") from None
+    if not storage.is_remote(args.input) and not os.path.isfile(args.input):
+        raise UsageError(f"--input {args.input} does not exist or is not a file")
+    check_output(args.output, {"--input": args.input, "--options": args.options, "--weights": args.weights})
+    sentences = read_sentences(args.input)
+    model = Elmo.load(args.options, args.weights, device=args.device, initial_state=args.initial_state)
+    try:
+        choice = model.layer_choice(choice)
+    except ConfigError as err:
+        raise UsageError(f"--mix: {err}") from None
+    start = time.perf_counter()
+    with torch.inference_mode():
+        tokens = write_embeddings(
+            model,
+            sentences,
+            args.output,
+            choice,
+            args.batch_size,
+            args.stateful,
+            args.use_sentence_keys,
+            args.forget_sentences,
+        )
+    seconds = time.perf_counter() - start
     print(
         f"embedded {len(sentences)} sentences, {tokens} tokens in {seconds:.2f}s "
         f"({tokens / max(seconds, 1e-9):.0f} tokens/s) -> {args.output}",

@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from elmo.config import ElmoConfig
+from elmo.errors import ConfigError
 from elmo.model import FORGET_BIAS, BiLm, CharEncoder
 
 # nn.LSTM with proj_size runs its generic (non-oneDNN) kernel on CPU; the warning says only that.
@@ -30,7 +31,9 @@ class TrainableBiLm(nn.Module):
     def __init__(self, config: ElmoConfig, vocab_size: int, dropout: float = 0.1):
         super().__init__()
         if config.lstm.cell_clip or config.lstm.proj_clip:
-            raise ValueError("training uses unclipped fused LSTMs: set lstm.cell_clip and lstm.proj_clip to null")
+            raise ConfigError(
+                "training uses unclipped fused LSTMs: set lstm.cell_clip and lstm.proj_clip to null in the options"
+            )
         self.config = config
         lstm = config.lstm
         self.char_encoder = CharEncoder(config)

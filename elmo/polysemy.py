@@ -184,7 +184,10 @@ def plot(occurrences: list[Occurrence], path: str, layers: tuple[int, int]) -> N
 def main(argv: list[str] | None = None) -> None:
     """Prints the per-layer accuracy table; draws the picture with ``--plot``."""
     parser = argparse.ArgumentParser(
-        prog="python -m elmo.polysemy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        allow_abbrev=False,
+        prog="python -m elmo.polysemy",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", required=True, help="model directory (options.json + weights.hdf5)")
     parser.add_argument("--plot", default="", help="write a PNG of the occurrences here")

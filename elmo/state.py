@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     from elmo.api import Elmo
 
     parser = argparse.ArgumentParser(
-        description="How much zero vs canonical initial state changes vectors, against a warmed-up stateful run."
+        allow_abbrev=False,
+        description="How much zero vs canonical initial state changes vectors, against a warmed-up stateful run.",
     )
     parser.add_argument("--options", required=True)
     parser.add_argument("--weights", required=True)

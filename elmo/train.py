@@ -8,8 +8,12 @@ unrolled steps with the LSTM state carried between windows. Documented deviation
 
 Resume is exact: every step re-seeds the RNG from (seed, step), the data window is a function of the step, and
 checkpoints hold the model, optimizer, carried LSTM state and step, so a resumed run's loss curve equals an
-uninterrupted one. Multi-GPU: ``torchrun --nproc_per_node=N -m elmo.train ...`` (DDP; each rank reads its own
-lanes of the stream). On CPU a single process (DDP with gloo works too, for tests).
+uninterrupted one. Checkpoints hold plain data only (tensors, dicts, lists, numbers, strings) and are read with
+torch's safe ``weights_only`` unpickler: a checkpoint that would need unsafe unpickling (it could run code) is
+refused with ``CheckpointError``, never loaded.
+
+Multi-GPU: ``torchrun --nproc_per_node=N -m elmo.train ...`` (DDP; each rank reads its own lanes of the stream).
+On CPU a single process (DDP with gloo works too, for tests).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import argparse
 import json
 import math
 import os
+import pickle
+import re
 import sys
 import tempfile
 import time
@@ -30,11 +36,71 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from elmo import storage
+from elmo.api import validate_device
+from elmo.cli import add_debug_flag, run_cli
 from elmo.config import CharCNNConfig, ElmoConfig, LSTMConfig
+from elmo.errors import ConfigError, UsageError
 from elmo.lm_data import PackedCorpus, WindowBatcher, read_sentences
 from elmo.lm_model import TrainableBiLm, export_bilm
 from elmo.vocab import Vocabulary
 from elmo.weights import save_weights
+
+PROG = "python -m elmo.train"
+CHECKPOINT_KEYS = ("config", "state_dict", "optimizer", "step", "lstm_state", "history")
+
+
+class CheckpointError(ConfigError):
+    """A training checkpoint is missing, unreadable, incomplete, or would need unsafe (code-running) unpickling."""
+
+
+def plain_data(value: object) -> object:
+    """``value`` with only types torch's ``weights_only`` unpickler accepts: tensors, dicts, lists, tuples, str,
+    int, float, bool, None (numpy arrays become tensors, numpy scalars Python numbers, dataclasses dicts)."""
+    if isinstance(value, dict):
+        return {plain_data(k): plain_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain_data(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "__dataclass_fields__"):
+        return plain_data(asdict(value))
+    if value is None or isinstance(value, (torch.Tensor, str, int, float, bool)):
+        return value
+    raise TypeError(f"cannot store a {type(value).__name__} in a checkpoint: convert it to plain data")
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Loads a training checkpoint with torch's safe unpickler (``weights_only=True``) and checks its keys.
+
+    Raises ``CheckpointError`` naming the file when it does not exist, is not a torch checkpoint, lacks a key, or
+    holds anything beyond plain data (e.g. a pickled object that would run code): such a file is never loaded.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        saved = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if not found:
+            raise CheckpointError(
+                f"checkpoint {path} is not a readable torch checkpoint (the safe unpickler rejected it)"
+            ) from None
+        raise CheckpointError(
+            f"refusing checkpoint {path}: it holds more than plain data (it refers to {found.group(1)}), and "
+            "unpickling it could run code; only checkpoints of tensors, dicts, lists, numbers and strings are loaded"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"checkpoint {path} is not a readable torch checkpoint: {first}") from None
+    if not isinstance(saved, dict) or any(key not in saved for key in CHECKPOINT_KEYS):
+        have = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
+        raise CheckpointError(
+            f"checkpoint {path} is not a training checkpoint: expected keys {CHECKPOINT_KEYS}, found {have}"
+        )
+    return saved
 
 
 @dataclass
@@ -110,25 +176,24 @@ class Trainer:
         path = self.checkpoint_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        torch.save(
-            {
-                "config": asdict(self.config),
-                "state_dict": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "step": self.step,
-                "lstm_state": [t.cpu() for t in self.state],
-                "history": self.history,
-            },
-            tmp,
-        )
+        checkpoint = {
+            "config": asdict(self.config),
+            "state_dict": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "lstm_state": [t.cpu() for t in self.state],
+            "history": self.history,
+        }
+        torch.save(plain_data(checkpoint), tmp)  # loadable with weights_only=True
         os.replace(tmp, path)
 
     def load_checkpoint(self) -> bool:
-        """Restores the latest checkpoint if there is one; returns whether it did."""
+        """Restores the latest checkpoint if there is one; returns whether it did (``read_checkpoint`` refuses
+        unsafe or malformed files with ``CheckpointError``)."""
         path = self.checkpoint_path()
         if not path.exists():
             return False
-        saved = torch.load(path, map_location=self.device, weights_only=False)
+        saved = read_checkpoint(path, map_location=self.device)
         self.model.load_state_dict(saved["state_dict"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.step = saved["step"]
@@ -283,10 +348,11 @@ def export_model(
 def export_checkpoint(checkpoint: str, directory: str, heldout: str = "") -> None:
     """Exports a training checkpoint without loading its corpus; with ``heldout``, evaluates all of it first and
     records the perplexities in training.json (``final_evaluation``)."""
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    saved = read_checkpoint(checkpoint)
     config = saved["config"]
     vocab = Vocabulary.load(config["vocab"])
-    model = TrainableBiLm(ElmoConfig.from_dict(config["model"]), len(vocab), config["dropout"])
+    model_config = ElmoConfig.from_dict(config["model"], source=f"{checkpoint} (model options)")
+    model = TrainableBiLm(model_config, len(vocab), config["dropout"])
     model.load_state_dict(saved["state_dict"])
     history = list(saved["history"])
     if heldout:
@@ -303,7 +369,10 @@ def export_checkpoint(checkpoint: str, directory: str, heldout: str = "") -> Non
 def build_parser() -> argparse.ArgumentParser:
     """Command-line flags (each maps to a ``TrainConfig`` field)."""
     parser = argparse.ArgumentParser(
-        prog="python -m elmo.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        allow_abbrev=False,
+        prog="python -m elmo.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     defaults = TrainConfig()
     parser.add_argument("--train", default="", help="glob of training shards (local, gs://, s3://)")
@@ -345,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
     parser.add_argument("--optimizer", choices=["adam", "adagrad"], default=None, help="default adam")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_debug_flag(parser)
     return parser
 
 
@@ -359,26 +429,56 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             setattr(config, name, value)
     model = ElmoConfig.from_json(storage.local_file(args.options)) if args.options else small_english_config()
     config.model = model.to_dict()
+    check_train_config(config)
     return config
 
 
+def check_train_config(config: TrainConfig) -> None:
+    """Raises ``UsageError`` naming the flag of a value training cannot use (sizes < 1, a dropout outside [0, 1),
+    a non-finite or non-positive learning rate or clip norm, ...)."""
+    minimums = {
+        "batch_size": 1, "unroll_steps": 1, "max_steps": 0, "n_negative_samples": 0, "checkpoint_every": 1,
+        "eval_every": 1, "eval_tokens": 0, "log_every": 1, "threads": 0, "seed": 0,
+    }  # fmt: skip
+    for name, minimum in minimums.items():
+        if getattr(config, name) < minimum:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least {minimum}, not {getattr(config, name)}")
+    for name in ("learning_rate", "clip_norm"):
+        value = getattr(config, name)
+        if not math.isfinite(value) or value <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive finite number, not {value}")
+    if not 0 <= config.dropout < 1:
+        raise UsageError(f"--dropout must be in [0, 1), not {config.dropout}")
+    if not math.isfinite(config.max_hours) or config.max_hours < 0:
+        raise UsageError(f"--max-hours must be a finite number >= 0 (0 = no limit), not {config.max_hours}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Trains (resuming from ``--out`` if a checkpoint is there), then exports if ``--export`` is given."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Trains (resuming from ``--out`` if a checkpoint is there), then exports if ``--export`` is given.
+
+    Returns the exit status: bad flags, options, checkpoints or devices print one line and give 2 (``--debug``:
+    the traceback)."""
+    return run_cli(_main, argv, prog=PROG)
+
+
+def _main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        device = validate_device(args.device)
+    except ConfigError as err:
+        raise UsageError(f"--device: {err}") from None
     if args.export_checkpoint:
         if not args.export:
-            parser.error("--export-checkpoint needs --export DIR")
+            raise UsageError("--export-checkpoint needs --export DIR")
         export_checkpoint(args.export_checkpoint, args.export, args.heldout)
         print(f"exported {args.export_checkpoint} to {args.export}", file=sys.stderr)
         return 0
     if not (args.train and args.vocab):
-        parser.error("--train and --vocab are required for training")
+        raise UsageError("--train and --vocab are required for training")
     config = config_from_args(args)
     if config.threads:
         torch.set_num_threads(config.threads)
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = torch.device(args.device)
     if world > 1:
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend)

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from elmo.chars import BOS_TOKEN, EOS_TOKEN
+from elmo.errors import ConfigError
 
 UNK_TOKEN = "<UNK>"
 SPECIAL_TOKENS = (BOS_TOKEN, EOS_TOKEN, UNK_TOKEN)
@@ -18,11 +19,12 @@ class Vocabulary:
     def __init__(self, tokens: list[str]):
         missing = [t for t in SPECIAL_TOKENS if t not in tokens]
         if missing:
-            raise ValueError(f"vocabulary lacks the special tokens {missing}")
+            raise ConfigError(f"vocabulary lacks the special tokens {missing}")
         self.tokens = tokens
         self.index = {t: i for i, t in enumerate(tokens)}
         if len(self.index) != len(tokens):
-            raise ValueError("vocabulary has duplicate tokens")
+            duplicates = sorted(t for t, n in Counter(tokens).items() if n > 1)[:5]
+            raise ConfigError(f"vocabulary has duplicate tokens: {duplicates}")
         self.unk_id = self.index[UNK_TOKEN]
         self.bos_id = self.index[BOS_TOKEN]
         self.eos_id = self.index[EOS_TOKEN]
@@ -52,7 +54,10 @@ class Vocabulary:
 
         with fsspec.open(path, "rt", encoding="utf-8") as f:
             tokens = [line.strip() for line in f if line.strip() and line.strip() != "!!!MAXTERMID"]
-        return cls(tokens)
+        try:
+            return cls(tokens)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
 
     def save(self, path: str) -> None:
         """Writes one token per line."""

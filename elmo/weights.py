@@ -1,14 +1,17 @@
 """Reading and writing the official ELMo weights file (bilm-tf ``dump_weights`` layout).
 
-Datasets are addressed by name; every one the config needs must exist with its exact shape, otherwise a
-``WeightsFormatError`` names it. Because ``elmo.model`` holds parameters in the file's layout, a dataset maps to
-exactly one tensor (transposed for the convolutions only), so load -> save -> load is lossless.
+Datasets are addressed by name; every one the config needs must exist with its exact shape and finite values, and
+every dataset of the file must be one the config needs (a file for 2 LSTM layers next to ``n_layers: 1`` is
+refused, not truncated), otherwise a ``WeightsFormatError`` names the datasets. Because ``elmo.model`` holds
+parameters in the file's layout, a dataset maps to exactly one tensor (transposed for the convolutions only), so
+load -> save -> load is lossless.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -17,11 +20,13 @@ import numpy as np
 import torch
 
 from elmo.config import ElmoConfig
+from elmo.errors import ConfigError
 from elmo.model import BiLm
 
 
-class WeightsFormatError(ValueError):
-    """A weights file lacks a dataset the options require, or a dataset has the wrong shape."""
+class WeightsFormatError(ConfigError):
+    """A weights file is not HDF5, lacks a dataset the options require, has one they do not use, a dataset of the
+    wrong shape or type, or NaN/inf values; the message names the file and the datasets."""
 
 
 def _lstm_prefix(direction: int, layer: int) -> str:
@@ -82,25 +87,86 @@ def _open(source: str | BinaryIO, mode: str) -> h5py.File:
         raise WeightsFormatError(f"cannot open weights file {source!r} as HDF5: {err}") from err
 
 
+def _source_name(source: str | BinaryIO) -> str:
+    """The path of a weights file (or the name of an open file object) for messages."""
+    return source if isinstance(source, str) else str(getattr(source, "name", repr(source)))
+
+
+def _dataset_names(f: h5py.File) -> list[str]:
+    """Every dataset in the file, nested groups included, by full name."""
+    names: list[str] = []
+    f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+    return names
+
+
+def _mismatch_hint(unused: list[str], config: ElmoConfig) -> str:
+    """Which option most likely disagrees with the file, from the names of its unused datasets."""
+    hints = []
+    layers = {int(m.group(1)) for n in unused if (m := re.search(r"/Cell(\d+)/", n))}
+    if layers:
+        hints.append(f"the file has LSTM layer {max(layers)}, options.json says lstm.n_layers={config.lstm.n_layers}")
+    highways = {int(m.group(1)) for n in unused if (m := re.match(r"CNN_high_(\d+)/", n))}
+    if highways:
+        hints.append(
+            f"the file has highway layer {max(highways)}, options.json says char_cnn.n_highway="
+            f"{config.char_cnn.n_highway}"
+        )
+    if any(n.startswith("CNN/") for n in unused):
+        hints.append(f"the file has more CNN filters than the {len(config.char_cnn.filters)} of char_cnn.filters")
+    if any(n.startswith("CNN_proj/") for n in unused):
+        hints.append("the file has a CNN projection but char_cnn.filters sum to lstm.projection_dim")
+    return f" ({'; '.join(hints)})" if hints else ""
+
+
+def check_datasets(f: h5py.File, config: ElmoConfig, name: str) -> None:
+    """Checks an open weights file against ``config``: every expected dataset present with its exact shape and a
+    floating point type, and no dataset the config does not use; raises ``WeightsFormatError`` listing them all."""
+    expected = expected_datasets(config)
+    problems = []
+    for dataset, shape in expected.items():
+        if dataset not in f or not isinstance(f[dataset], h5py.Dataset):
+            problems.append(f"missing dataset {dataset!r} (expected shape {shape})")
+        elif tuple(f[dataset].shape) != shape:
+            problems.append(f"dataset {dataset!r} has shape {tuple(f[dataset].shape)}, expected {shape}")
+        elif f[dataset].dtype.kind != "f":
+            problems.append(f"dataset {dataset!r} has type {f[dataset].dtype}, expected floating point")
+    unused = sorted(set(_dataset_names(f)) - set(expected))
+    if unused:
+        shown = ", ".join(repr(n) for n in unused[:8]) + (f" and {len(unused) - 8} more" if len(unused) > 8 else "")
+        problems.append(f"{len(unused)} datasets the options do not use: {shown}{_mismatch_hint(unused, config)}")
+    if problems:
+        raise WeightsFormatError(f"weights file {name!r} does not match options: " + "; ".join(problems))
+
+
+def check_finite(arrays: dict[str, np.ndarray], name: str) -> None:
+    """Raises ``WeightsFormatError`` naming every dataset that holds NaN or inf, with how many such values."""
+    problems = []
+    for dataset, array in arrays.items():
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            problems.append(f"dataset {dataset!r} holds {bad} non-finite values (NaN/inf)")
+    if problems:
+        raise WeightsFormatError(f"{name}: " + "; ".join(problems))
+
+
 def load_weights(model: BiLm, source: str | BinaryIO) -> None:
-    """Copies every dataset of an official weights file into ``model``; checks names and shapes first."""
+    """Copies every dataset of an official weights file into ``model``.
+
+    Checks first (``WeightsFormatError``, naming the file and datasets): names, shapes and types against
+    ``model.config``, no unused dataset, and only finite values. The model is left untouched when a check fails.
+    """
+    name = _source_name(source)
     expected = expected_datasets(model.config)
     with _open(source, "r") as f:
-        problems = []
-        for name, shape in expected.items():
-            if name not in f:
-                problems.append(f"missing dataset {name!r} (expected shape {shape})")
-            elif tuple(f[name].shape) != shape:
-                problems.append(f"dataset {name!r} has shape {tuple(f[name].shape)}, expected {shape}")
-        if problems:
-            raise WeightsFormatError(f"weights file {source!r} does not match options: " + "; ".join(problems))
-        arrays = {name: np.asarray(f[name][...]) for name in expected}
+        check_datasets(f, model.config, name)
+        arrays = {dataset: np.asarray(f[dataset][...]) for dataset in expected}
+    check_finite(arrays, name)
     with torch.no_grad():
         embedding = model.char_encoder.char_embedding.weight
         embedding.zero_()
         embedding[1:] = torch.from_numpy(arrays["char_embed"])
-        for name, param, is_conv in _bindings(model):
-            value = torch.from_numpy(arrays[name])
+        for dataset, param, is_conv in _bindings(model):
+            value = torch.from_numpy(arrays[dataset])
             if is_conv:
                 value = value.squeeze(0).permute(2, 1, 0)  # (1, w, E, n) -> (n, E, w)
             param.copy_(value)

@@ -13,9 +13,10 @@ from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
 
 from elmo import storage
-from pipeline.errors import UsageError
+from elmo.api import check_model_directory, validate_device
+from elmo.errors import ConfigError, ModelFilesError, UsageError
 from pipeline.options import EmbedOptions
-from transforms.gpu import check_device
+from transforms.latest import LATEST_FILE
 from transforms.model_handler import MODEL_FILES, resolve_device
 from transforms.run_folder import OUTPUT_SUFFIXES
 
@@ -23,6 +24,7 @@ MODEL_DIR_FILES = (*MODEL_FILES, "tokenizer.json")
 LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "TestRunner")
 # What a run writes, relative to <output>: a stand-in run id and the first shard of each output kind.
 _OUTPUT_SAMPLES = (
+    LATEST_FILE,
     "some-run/_SUCCESS",
     "some-run/manifest.json",
     *(f"some-run/{kind}/part-00000-of-00001{suffix}" for kind, suffix in OUTPUT_SUFFIXES.items()),
@@ -47,6 +49,8 @@ def check_sizes(opts: EmbedOptions) -> None:
         raise UsageError(f"--torch_threads={opts.torch_threads}: must be 0 (torch's default) or more")
     if opts.window_overlap is not None and opts.window_overlap < 0:
         raise UsageError(f"--window_overlap={opts.window_overlap}: must be 0 or more")
+    if opts.local_memory_limit_gb is not None and not opts.local_memory_limit_gb >= 0:
+        raise UsageError(f"--local_memory_limit_gb={opts.local_memory_limit_gb}: must be 0 (no check) or more")
     if not 0.0 <= opts.max_failed_fraction <= 1.0:
         raise UsageError(f"--max_failed_fraction={opts.max_failed_fraction}: must be between 0 and 1")
 
@@ -82,12 +86,15 @@ def _absolute(path: str) -> str:
 
 def check_model_dir(model: str) -> None:
     """The model directory exists and holds ``options.json``, ``weights.hdf5`` and ``tokenizer.json``."""
-    if not storage.is_remote(model) and not os.path.isdir(model):
-        raise UsageError(f"--model {model}: the model directory does not exist")
-    base = model.rstrip("/") + "/"
-    missing = [name for name in MODEL_DIR_FILES if not FileSystems.exists(base + name)]
-    if missing:
-        raise UsageError(f"--model {model}: the model directory has no {', '.join(missing)}")
+    try:
+        if not storage.is_remote(model):
+            check_model_directory(model)  # a missing directory is named as such
+        base = model.rstrip("/") + "/"
+        missing = [name for name in MODEL_DIR_FILES if not FileSystems.exists(base + name)]
+        if missing:
+            raise ModelFilesError(f"{model} has no {' and no '.join(missing)}")
+    except ModelFilesError as err:
+        raise UsageError(f"--model: {err}") from None
 
 
 def is_local_runner(runner: str | None) -> bool:
@@ -98,6 +105,6 @@ def is_local_runner(runner: str | None) -> bool:
 def check_local_device(device: str) -> None:
     """On a local runner the workers are this machine: ``--device cuda[:N]`` must name a GPU it has."""
     try:
-        check_device(resolve_device(device))
-    except (RuntimeError, ValueError) as err:
-        raise UsageError(str(err).split(": torch.cuda")[0]) from err
+        validate_device(resolve_device(device))
+    except ConfigError as err:
+        raise UsageError(f"--device {device}: {err}") from None

@@ -14,7 +14,7 @@ import difflib
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
 import pipeline.options  # noqa: F401  (defines EmbedOptions, registering the job's flags with Beam)
-from pipeline.errors import UsageError
+from elmo.errors import UsageError
 
 
 class _ExactParser(_BeamArgumentParser):

@@ -1,9 +1,12 @@
 """How much memory a local run (Beam's ``FnApiRunner``) needs, and the check that refuses one that cannot fit.
 
-The local runner keeps every PCollection between fused stages in its own memory (no spilling to disk): the
-window vectors that ``RunInference`` produces wait, all of them, in the buffer of ``AssembleSentences``'
-``CoGroupByKey`` until embedding has finished, next to the documents, tokens and windows. So a local run's peak
-grows with the corpus, not with batch or bundle sizes, and a big enough input is killed by the OS mid-run.
+The local runner keeps every PCollection that crosses a fused stage boundary in its own memory (no spilling to
+disk), and a grouping stage holds all of its input at once, decoded, and then once more re-encoded as one blob:
+all window vectors wait in the buffer of ``AssembleSentences``' ``CoGroupByKey`` until embedding has finished
+(the peak without ``--token_vectors``), and every output record waits in the ``GroupByKey`` that Beam's file
+sinks add for a fixed ``num_shards`` (the peak with ``--token_vectors``: the Arrow tables hold every token
+vector). So a local run's peak grows with the corpus, not with batch or bundle sizes, and a big enough input is
+killed by the OS mid-run.
 ``estimate_local_peak_bytes`` turns the input sizes (from the plan) into an estimated peak resident set, with
 coefficients measured by ``scripts/measure_local_memory.py`` (figures in docs/local-memory.md), and
 ``check_local_memory`` refuses the run up front, naming the runners that do not hold the whole corpus.
@@ -16,28 +19,38 @@ import re
 import struct
 from collections.abc import Iterable
 
+from elmo.errors import UsageError
+
 # ---------------------------------------------------------------------------------------------------------------
-# Coefficients. Measured 2026-11-30 with scripts/measure_local_memory.py on the shared 2-core x86_64 build box
-# (Linux, 23.5 GiB RAM, Python 3.11, Beam 2.62.0 FnApiRunner, torch CPU), model models/elmo-en-small (2P = 256,
-# L+1 = 3), sample_data/sotu repeated to 50k-200k tokens of English, peak = summed PSS of the process tree
-# sampled every 0.1 s. Table and fit: docs/local-memory.md.
+# Coefficients. Measured 2026-11-30 with scripts/measure_local_memory.py (7 runs) on the shared 2-core x86_64
+# build box (Linux, 23.5 GiB RAM, Python 3.11, Beam 2.62.0 FnApiRunner, torch 2.15 CPU), code of commit d596f14,
+# model models/elmo-en-small (2P = 256, L+1 = 3), sample_data/sotu repeated to 46k, 92k and 208k tokens of
+# English; peak resident memory of the process tree sampled every 0.1 s. Least-squares fit of the four runs
+# without --token_vectors (residuals <= 27 MiB); the token-vector and worker terms from one run each.
+# Table, fit and phases: docs/local-memory.md.
 # ---------------------------------------------------------------------------------------------------------------
-BYTES_PER_TOKEN = 5.5  # English input bytes per token of the built-in tokenizer (measured 5.4-5.6 on the sample)
-BASE_BYTES = 900 * 2**20  # one process: Python, torch, Beam, the model, before any data (intercept of the fit)
-WORKER_BASE_BYTES = 600 * 2**20  # each further SDK worker process (--direct_num_workers=N, multi_processing)
-TEXT_BYTES_PER_INPUT_BYTE = 60.0  # documents, tokens, offsets and windows held between stages, per input byte
-WINDOW_VECTOR_COPIES = 4.0  # how many times the float32 window vectors are held, per byte of one copy
-TOKEN_VECTOR_COPIES = 4.0  # with --token_vectors: copies of the stored token vectors (records, Arrow, Parquet)
-MULTI_PROCESS_DATA_FACTOR = 1.3  # per-byte cost with worker processes: bundles are also copied to the workers
+BYTES_PER_TOKEN = 5.4  # English input bytes per token of the built-in tokenizer (5.43 on the sample)
+BASE_BYTES = 1060 * 2**20  # the launcher: Python, torch, Beam, the model, before any data (intercept of the fit)
+WORKER_BASE_BYTES = 420 * 2**20  # each SDK worker process with multi_processing (torch + Beam + model: 411 MiB)
+TEXT_BYTES_PER_INPUT_BYTE = 140.0  # documents, tokens, offsets and windows held between stages, per input byte
+# Phase 1, embedding and the CoGroupByKey of AssembleSentences: the float32 window vectors (WindowVectors) held
+# this many times over (decoded in the grouping table, then re-encoded as one blob, then read back).
+WINDOW_VECTOR_COPIES = 4.8
+# Phase 2, assembling and writing: the grouped blob of window vectors is still held, and the GroupByKey of the
+# Parquet sink (fixed num_shards) holds every output row, token vectors included.
+WRITE_WINDOW_VECTOR_COPIES = 2.8
+WRITE_TOKEN_VECTOR_COPIES = 3.0
+MULTI_PROCESS_DATA_FACTOR = 2.3  # data held by the runner and again by the worker processes (one run, 2 workers)
 
 # Compressed inputs whose uncompressed size cannot be read cheaply are assumed to expand by this much.
 COMPRESSION_RATIO = 4.0
+MAX_DEFLATE_RATIO = 1032  # deflate's largest expansion: a bigger "ISIZE" is not a real gzip trailer
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".deflate", ".zst", ".zstd", ".xz", ".lzma")
 DTYPE_BYTES = {"float32": 4, "float16": 2}
 UNLIMITED = 2**60  # cgroup limits at or above this mean "no limit" (v1 writes 9223372036854771712)
 
 
-class LocalMemoryError(ValueError):
+class LocalMemoryError(UsageError):
     """The local runner would need more memory than this machine (or its cgroup) has available."""
 
 
@@ -50,7 +63,8 @@ def gzip_uncompressed_size(path: str, compressed_size: int | None = None) -> int
     """Uncompressed size of a local gzip file from its ISIZE trailer (the last 4 bytes: size mod 2**32).
 
     The trailer gives only the last member's size mod 2**32: when it is below the compressed size (several
-    members, or wrapped), the file is taken as ``COMPRESSION_RATIO`` times its compressed size; for files so large
+    members, or wrapped) or above what deflate can reach (``MAX_DEFLATE_RATIO`` x: a truncated file's last bytes
+    are not a trailer), the file is taken as ``COMPRESSION_RATIO`` times its compressed size; for files so large
     that the size may have wrapped, the larger of the two readings is used.
     """
     size = os.path.getsize(path) if compressed_size is None else compressed_size
@@ -60,7 +74,7 @@ def gzip_uncompressed_size(path: str, compressed_size: int | None = None) -> int
         f.seek(-4, os.SEEK_END)
         (isize,) = struct.unpack("<I", f.read(4))
     guess = int(size * COMPRESSION_RATIO)
-    if isize < size:
+    if isize < size or isize > size * MAX_DEFLATE_RATIO:
         return guess
     if guess >= 2**32:
         return max(isize, guess)
@@ -99,7 +113,10 @@ def bytes_per_input_byte(
         raise ValueError(f"dtype must be one of {sorted(DTYPE_BYTES)}, not {dtype!r}")
     per_token_window = 4 * output_dim * _vector_layers(layers, n_layers)  # WindowVectors are always float32
     per_token_stored = DTYPE_BYTES[dtype] * output_dim * _vector_layers(layers, n_layers) if token_vectors else 0
-    per_token = WINDOW_VECTOR_COPIES * per_token_window + TOKEN_VECTOR_COPIES * per_token_stored
+    per_token = max(  # the peak is the larger of the two phases
+        WINDOW_VECTOR_COPIES * per_token_window,
+        WRITE_WINDOW_VECTOR_COPIES * per_token_window + WRITE_TOKEN_VECTOR_COPIES * per_token_stored,
+    )
     slope = TEXT_BYTES_PER_INPUT_BYTE + per_token / BYTES_PER_TOKEN
     return slope * (MULTI_PROCESS_DATA_FACTOR if workers > 1 else 1.0)
 
@@ -118,7 +135,7 @@ def estimate_local_peak_bytes(
 
     ``files``: the plan's ``[(path, size_in_bytes)]`` (``RunPlan.files``); ``layers``: the normalised layer choice
     (``all`` stores L+1 = ``n_layers`` vectors per token); ``output_dim``: 2P; ``workers``: SDK worker processes
-    (``--direct_num_workers`` with ``multi_processing``; 1 otherwise).
+    (``--direct_num_workers`` with ``multi_processing``; 1 otherwise: the launcher runs the stages itself).
     """
     workers = max(1, workers)
     slope = bytes_per_input_byte(
@@ -129,7 +146,8 @@ def estimate_local_peak_bytes(
         dtype=dtype,
         workers=workers,
     )
-    return int(BASE_BYTES + (workers - 1) * WORKER_BASE_BYTES + slope * input_bytes(files))
+    processes = workers if workers > 1 else 0  # workers > 1: SDK worker processes besides the launcher
+    return int(BASE_BYTES + processes * WORKER_BASE_BYTES + slope * input_bytes(files))
 
 
 # ------------------------------------------------------------------------------------------ available memory
@@ -270,26 +288,36 @@ def check_local_memory(
     limit_fraction: float = 0.8,
     input_size: int | None = None,
     settings: str = "",
+    base: int = BASE_BYTES,
+    bound_flag: str | None = None,
 ) -> None:
     """Raises ``LocalMemoryError`` when ``estimate`` exceeds ``limit_fraction`` of ``available`` bytes.
 
-    ``available`` <= 0 means unknown: no check. ``input_size`` (uncompressed input bytes) and ``settings``
-    (``describe_settings(...)``) only make the message more telling. To enforce an explicit bound instead of
-    what the machine has, pass it as ``available`` with ``limit_fraction=1.0``.
+    ``available`` <= 0 means unknown: no check. ``input_size`` (uncompressed input bytes), ``settings``
+    (``describe_settings(...)``) and ``base`` (the estimate's fixed part) only make the message more telling: the
+    cost per MB of text and the largest input that would fit. ``bound_flag``: ``available`` is an explicit bound set
+    by this flag rather than what the machine has (pass ``limit_fraction=1.0`` with it).
     """
     if available <= 0 or estimate <= limit_fraction * available:
         return
+    usable = limit_fraction * available
+    split = "split the input into smaller runs"
     if input_size:
-        per_mb = (estimate - BASE_BYTES) / input_size  # bytes per input byte = MB per MB
-        what = f"for {_size(input_size)} of input (about {per_mb:.0f} MB per MB of text"
+        per_byte = max(estimate - base, 1) / input_size  # bytes per input byte = MB per MB
+        what = f"for {_size(input_size)} of input (about {per_byte:.0f} MB per MB of text"
         what += f"; {settings})" if settings else ")"
+        if usable > base:
+            split += f" of at most about {_size((usable - base) / per_byte)} each"
     else:
         what = f"({settings})" if settings else ""
+    if bound_flag:
+        room = f"the bound set by {bound_flag} is {_size(available)}"
+    else:
+        room = f"{_size(available)} is available, {limit_fraction:.0%} usable ({_size(usable)})"
     raise LocalMemoryError(
-        f"the local runner would need about {_size(estimate)} {what}; {_size(available)} is available, "
-        f"{limit_fraction:.0%} usable ({_size(limit_fraction * available)}). The local runner keeps the whole "
-        "corpus' vectors in memory. Run on Flink (./run_pipeline.sh flink --flink_master HOST:PORT ...) or "
-        "Dataflow (./run_pipeline.sh dataflow ...), or split the input into smaller runs"
+        f"the local runner would need about {_size(estimate)} {what}; {room}. The local runner holds every "
+        "document's vectors in memory at once. Run on Flink (./run_pipeline.sh flink --flink_master HOST:PORT ...) "
+        f"or Dataflow (./run_pipeline.sh dataflow ...), or {split}"
     )
 
 
@@ -304,10 +332,12 @@ def check_local_run(
     workers: int = 1,
     limit_gb: float | None = None,
     limit_fraction: float = 0.8,
+    limit_flag: str = "--local_memory_limit_gb",
 ) -> int:
     """The one call for the launcher: estimates a local run over ``files`` and refuses it (``LocalMemoryError``)
     when it would not fit. ``limit_gb``: an explicit bound in GB (decimal) used whole instead of the machine's
-    available memory; 0 disables the check. Returns the estimate in bytes (for the log)."""
+    available memory (``limit_flag`` names it in the message); 0 disables the check. Returns the estimate in bytes
+    (for the log)."""
     files = list(files)
     estimate = estimate_local_peak_bytes(
         files,
@@ -320,12 +350,21 @@ def check_local_run(
     )
     if limit_gb == 0:
         return estimate
-    if limit_gb is not None:
-        available, fraction = int(limit_gb * 1e9), 1.0
-    else:
-        available, fraction = available_memory_bytes(), limit_fraction
     settings = describe_settings(token_vectors=token_vectors, layers=layers, n_layers=n_layers, workers=workers)
-    check_local_memory(estimate, available, limit_fraction=fraction, input_size=input_bytes(files), settings=settings)
+    base = estimate_local_peak_bytes(
+        [],
+        token_vectors=token_vectors,
+        layers=layers,
+        output_dim=output_dim,
+        n_layers=n_layers,
+        dtype=dtype,
+        workers=workers,
+    )
+    details = {"input_size": input_bytes(files), "settings": settings, "base": base}
+    if limit_gb is not None:
+        check_local_memory(estimate, int(limit_gb * 1e9), limit_fraction=1.0, bound_flag=limit_flag, **details)
+    else:
+        check_local_memory(estimate, available_memory_bytes(), limit_fraction=limit_fraction, **details)
     return estimate
 
 

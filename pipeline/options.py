@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import re
 from pathlib import Path
 
@@ -12,6 +13,8 @@ BUILTIN_MODEL = str(Path(__file__).resolve().parent.parent / "models" / "elmo-en
 GPU_TYPE_RE = re.compile(r"nvidia-[a-z0-9]+(-[a-z0-9]+)*")  # Dataflow's accelerator names: nvidia-l4, nvidia-tesla-t4
 GPU_SHARING = ("shared_model", "mps", "single_process")  # how the SDK processes of a GPU worker use it
 DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
+DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+LATEST = "latest"  # --previous_run latest: the run <output>/LATEST points to
 DEFAULT_MAX_FAILED_FRACTION = 0.5
 
 
@@ -20,6 +23,16 @@ def gpu_type(value: str) -> str:
     if not GPU_TYPE_RE.fullmatch(value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a GPU type like nvidia-l4 or nvidia-tesla-t4")
     return value
+
+
+def run_date(value: str) -> str:
+    """argparse type of ``--run_date``: a calendar date YYYY-MM-DD."""
+    try:
+        if DATE_RE.fullmatch(value):
+            return datetime.date.fromisoformat(value).isoformat()
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"{value!r} is not a date YYYY-MM-DD")
 
 
 def device_name(value: str) -> str:
@@ -59,6 +72,25 @@ class EmbedOptions(PipelineOptions):
             default=None,
             help="Name of the run directory; default run-<hash of input, model fingerprint and settings>, so a "
             "re-run with the same settings replaces the previous one.",
+        )
+        parser.add_argument(
+            "--run_date",
+            type=run_date,
+            default=None,
+            help="Nightly runs: the date this run stands for (YYYY-MM-DD); the run folder is <output>/<run_date>/ "
+            "unless --run_id is given, and <output>/LATEST moves to it after _SUCCESS when no later date holds it.",
+        )
+        parser.add_argument(
+            "--previous_run",
+            default=None,
+            help="A committed run folder (local, gs://, s3://) or 'latest' (the newest run before --run_date that "
+            "<output>/LATEST records): sentences whose content key it holds are carried over instead of embedded, "
+            "and the deleted sentence ids are listed (docs/pipeline.md, 'Nightly runs').",
+        )
+        parser.add_argument(
+            "--full",
+            action="store_true",
+            help="With --previous_run: embed every sentence anyway (still listing changes and deletions).",
         )
         parser.add_argument(
             "--input_format",
@@ -135,6 +167,14 @@ class EmbedOptions(PipelineOptions):
             "failed (errors/ still says why); 1 commits whatever fails.",
         )
         parser.add_argument(
+            "--local_memory_limit_gb",
+            type=float,
+            default=None,
+            help="Local runner: refuse the run up front when its estimated peak memory exceeds this many GB "
+            "(default: 80%% of the memory this machine or its cgroup has available; 0: no check). "
+            "See docs/pipeline.md, 'Memory on the local runner'.",
+        )
+        parser.add_argument(
             "--debug", action="store_true", help="Show Python tracebacks of configuration errors and job failures."
         )
         # Dataflow GPU workers (pipeline/dataflow.py turns these into Beam/Dataflow flags; docs/dataflow.md)
@@ -159,6 +199,7 @@ class EmbedOptions(PipelineOptions):
 def job_parser() -> argparse.ArgumentParser:
     """An argparse parser of this job's own flags only (for ``--help`` and for listing them)."""
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m pipeline.run",
         description="Embeds sharded text with an ELMo model on Apache Beam (see docs/pipeline.md).",
         epilog="Every Apache Beam pipeline flag (--runner, --direct_num_workers, --direct_running_mode, ...) is "

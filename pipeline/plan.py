@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ from apache_beam.options.pipeline_options import StandardOptions
 
 from elmo import ElmoConfig, LayerChoice
 from elmo.api import DEFAULT_INITIAL_STATE
+from elmo.errors import UsageError
 from elmo.model import BiLm
 from elmo.tokenize import TokenizerConfig
 from elmo.weights import fingerprint, load_weights
@@ -23,13 +25,16 @@ from pipeline.checks import (
     check_sizes,
     is_local_runner,
 )
-from pipeline.errors import UsageError
+from pipeline.memory import check_local_run, local_workers
 from pipeline.options import EmbedOptions, option_names
+from pipeline.previous import PreviousRun, resolve_previous_run
 from transforms.files import glob_root, localize_directory, match_files, read_text
+from transforms.incremental import settings_digest
 from transforms.model_handler import MODEL_FILES
 from transforms.run_folder import run_folder
+from transforms.write import SCHEMA_VERSION
 
-SCHEMA_VERSION = 1
+_LOG = logging.getLogger(__name__)
 CREDENTIAL_FLAGS = ("s3_access_key_id", "s3_secret_access_key", "s3_session_token")  # Beam's; refused
 
 
@@ -49,6 +54,10 @@ class RunPlan:
     layers: str  # normalised layer choice
     run_id: str
     run_dir: str
+    vector_settings: dict[str, Any]  # every setting that changes a sentence's vectors (the content key's salt)
+    settings_digest: str  # hash of vector_settings
+    previous: PreviousRun | None  # --previous_run, checked
+    run_date: str | None
 
     def manifest_base(self, opts: EmbedOptions, runner: str | None) -> dict[str, Any]:
         """The manifest without its counts and outputs."""
@@ -69,7 +78,11 @@ class RunPlan:
                 "tokenizer": json.loads(self.tokenizer_json),
                 "max_window_tokens": self.max_window_tokens,
                 "window_overlap": self.window_overlap,
+                "vector_settings": self.vector_settings,
+                "vector_settings_digest": self.settings_digest,
             },
+            "run_date": self.run_date,
+            "previous_run": self.previous.manifest_entry() if self.previous else None,
         }
 
 
@@ -113,7 +126,8 @@ def plan_run(opts: EmbedOptions, runner: str | None = None) -> RunPlan:
     check_input_files(opts.input, files)
     check_output_outside_input(opts.input, files, opts.output)
     check_model_dir(opts.model)
-    if is_local_runner(runner or opts.view_as(StandardOptions).runner):
+    local = is_local_runner(runner or opts.view_as(StandardOptions).runner)  # the workers are this machine
+    if local:
         check_local_device(opts.device)
     tokenizer_json = read_text(opts.model.rstrip("/") + "/tokenizer.json")
     tokenizer = TokenizerConfig.from_json(tokenizer_json)
@@ -125,21 +139,42 @@ def plan_run(opts: EmbedOptions, runner: str | None = None) -> RunPlan:
     overlap = tokenizer.window_overlap if opts.window_overlap is None else opts.window_overlap
     if max_tokens < 1 or not 0 <= overlap < max_tokens:
         raise UsageError(f"need 0 <= --window_overlap ({overlap}) < --max_window_tokens ({max_tokens})")
-    settings = {
-        "input": opts.input,
-        "files": files,
+    if local:
+        estimate = check_local_run(
+            files,
+            token_vectors=opts.token_vectors,
+            layers=str(choice),
+            output_dim=model.config.output_dim,
+            n_layers=model.config.n_output_layers,
+            dtype=opts.dtype,
+            workers=local_workers(opts.get_all_options()),
+            limit_gb=opts.local_memory_limit_gb,
+        )
+        _LOG.info("Estimated peak memory of this local run: %.1f GB (docs/pipeline.md)", estimate / 1e9)
+    vector_settings = {
         "fingerprint": model.fingerprint,
         "initial_state": model.initial_state,
         "layers": str(choice),
         "dtype": opts.dtype,
-        "token_vectors": opts.token_vectors,
-        "batch_invariant": opts.batch_invariant,
         "windows": [max_tokens, overlap],
+        "tokenizer": json.loads(tokenizer_json),
+        "batch_invariant": opts.batch_invariant,
+        "token_vectors": opts.token_vectors,
+    }
+    settings = {
+        **vector_settings,
+        "input": opts.input,
+        "files": files,
         "format": [opts.input_format, opts.id_field, opts.text_field, opts.max_document_bytes],
         "num_shards": opts.num_shards,
     }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    run_id = f"run-{digest}" if opts.run_id is None else opts.run_id  # an explicit --run_id= is checked, not replaced
+    if opts.run_id is not None:  # an explicit --run_id= is checked, never replaced
+        run_id = opts.run_id
+    else:
+        run_id = opts.run_date or f"run-{digest}"
+    run_dir = run_folder(opts.output, run_id)
+    previous = resolve_previous_run(opts.previous_run, opts.output, run_dir, opts.run_date, vector_settings, opts.full)
     return RunPlan(
         files=files,
         root=glob_root(opts.input),
@@ -152,5 +187,9 @@ def plan_run(opts: EmbedOptions, runner: str | None = None) -> RunPlan:
         initial_state=model.initial_state,
         layers=str(choice),
         run_id=run_id,
-        run_dir=run_folder(opts.output, run_id),
+        run_dir=run_dir,
+        vector_settings=vector_settings,
+        settings_digest=settings_digest(vector_settings),
+        previous=previous,
+        run_date=opts.run_date,
     )

@@ -18,8 +18,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineState
 
+from elmo.cli import DEBUG_FLAG, error_line, exit_code_for
+from elmo.errors import UsageError
 from pipeline.dataflow import complete_argv
-from pipeline.errors import UsageError
 from pipeline.flags import check_flags
 from pipeline.options import EmbedOptions, job_parser
 from pipeline.plan import RunPlan, plan_run
@@ -27,19 +28,22 @@ from pipeline.summary import format_summary, summarize
 from transforms.assemble import AssembleSentences
 from transforms.dedup import DropDuplicateIds
 from transforms.embed import EmbedWindows
+from transforms.incremental import MatchPrevious, ReadPreviousRun, sentence_units
 from transforms.manifest import CountOutcomes, WriteManifest
 from transforms.model_handler import ElmoModelHandler
 from transforms.read import ReadDocuments
 from transforms.run_folder import Owner, RunFolderError, claim, clear_run_folder, release
 from transforms.tokenize import TokenizeDocuments, WindowsOf
-from transforms.write import WriteErrors, WriteParquet, WriteVertexJsonl, embedding_schema
+from transforms.write import WriteDeletedIds, WriteErrors, WriteParquet, WriteVertexJsonl, embedding_schema
 
+PROG = "python -m pipeline.run"
 LOCAL_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"  # by full name: any Beam resolves it
 _LOG = logging.getLogger(__name__)
 
 
 def build_pipeline(p: beam.Pipeline, opts: EmbedOptions, plan: RunPlan, owner: Owner) -> None:
-    """Adds the whole job to ``p``: read -> dedup -> tokenize -> embed -> assemble -> write -> manifest."""
+    """Adds the whole job to ``p``: read -> dedup -> tokenize -> [match a previous run] -> embed -> assemble ->
+    write -> manifest."""
     documents, read_errors = p | "ReadDocuments" >> ReadDocuments(
         [path for path, _ in plan.files],
         plan.root,
@@ -64,30 +68,54 @@ def build_pipeline(p: beam.Pipeline, opts: EmbedOptions, plan: RunPlan, owner: O
         large_model=opts.large_model,
         model_copies=opts.model_copies,
     )
-    windows = tokenized | "WindowsOf" >> WindowsOf()
+    assemble_inputs: dict[str, beam.PCollection] = {}
+    changes: dict[str, beam.PCollection] = {}
+    if plan.previous is None:
+        windows = tokenized | "WindowsOf" >> WindowsOf()
+    else:  # a nightly run: carry what the previous run holds, embed the rest, list what vanished
+        previous = plan.previous
+        rows = p | "ReadPreviousRun" >> ReadPreviousRun(previous.sentence_files, previous.carry, opts.token_vectors)
+        units = tokenized | "SentenceUnits" >> beam.FlatMap(sentence_units, plan.settings_digest)
+        carried, windows, deleted, statuses = {"units": units, "previous": rows} | "MatchPrevious" >> MatchPrevious(
+            previous.carry
+        )
+        assemble_inputs["carried"] = carried
+        changes = {"deleted": deleted, "statuses": statuses}
     vectors, failed_windows = windows | "EmbedWindows" >> EmbedWindows(handler)
     sentences, stats, embed_errors = {
         "doc": tokenized,
         "vectors": vectors,
         "failed": failed_windows,
-    } | "AssembleSentences" >> AssembleSentences(plan.layers, opts.dtype, plan.fingerprint, opts.token_vectors)
+        **assemble_inputs,
+    } | "AssembleSentences" >> AssembleSentences(
+        plan.layers, opts.dtype, plan.fingerprint, opts.token_vectors, plan.settings_digest
+    )
 
     errors = (read_errors, duplicates, tokenize_errors, embed_errors) | "AllErrors" >> beam.Flatten()
     schema = embedding_schema(plan.output_dim, plan.n_layers, opts.dtype, plan.layers, opts.token_vectors)
+    run_dir, shards = plan.run_dir, opts.num_shards
     written = {
-        "parquet": sentences
-        | "WriteParquet" >> WriteParquet(f"{plan.run_dir}/sentences/part", schema, opts.num_shards),
-        "vertex": sentences | "WriteVertexJsonl" >> WriteVertexJsonl(f"{plan.run_dir}/vertex/part", opts.num_shards),
-        "errors": errors | "WriteErrors" >> WriteErrors(f"{plan.run_dir}/errors/part", opts.num_shards),
+        "parquet": sentences | "WriteParquet" >> WriteParquet(f"{run_dir}/sentences/part", schema, shards),
+        "vertex": sentences | "WriteVertexJsonl" >> WriteVertexJsonl(f"{run_dir}/vertex/part", shards),
+        "errors": errors | "WriteErrors" >> WriteErrors(f"{run_dir}/errors/part", shards),
     }
-    counts = {
-        "documents": documents,
-        "read_errors": read_errors,
-        "stats": stats,
-        "failed": errors,
-    } | "CountOutcomes" >> CountOutcomes()
+    count_inputs = {"documents": documents, "read_errors": read_errors, "stats": stats, "failed": errors}
+    if changes:  # the delta for a vector index: upserts of new and changed sentences, and the deleted ids
+        upserts = sentences | "Changed" >> beam.Filter(lambda record: record["changed"])
+        written["delta"] = upserts | "WriteVertexDelta" >> WriteVertexJsonl(f"{run_dir}/vertex-delta/part", shards)
+        written["deleted"] = changes["deleted"] | "WriteDeletedIds" >> WriteDeletedIds(
+            f"{run_dir}/vertex-delta/delete/part", shards
+        )
+        count_inputs["changes"] = (
+            changes["deleted"] | "DeletedCount" >> beam.Map(lambda _: ("sentences_deleted", 1)),
+            changes["statuses"],
+        ) | "Changes" >> beam.Flatten()
+    counts = count_inputs | "CountOutcomes" >> CountOutcomes()
     runner = p.options.view_as(StandardOptions).runner
-    manifest = WriteManifest(plan.run_dir, plan.manifest_base(opts, runner), owner.token, opts.max_failed_fraction)
+    latest = (opts.output, plan.run_date, plan.fingerprint) if plan.run_date else None
+    manifest = WriteManifest(
+        run_dir, plan.manifest_base(opts, runner), owner.token, opts.max_failed_fraction, record_latest=latest
+    )
     _ = {"counts": counts, **written} | "WriteManifest" >> manifest
 
 
@@ -145,21 +173,28 @@ def _claim(run_dir: str, output: str) -> Owner:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry: INFO logs for this project, warnings only from Beam. Exit status 0 when the run committed,
-    2 for a configuration refused before the job (one line naming the culprit), 1 when the job failed."""
+    """Console entry: INFO logs for this project, warnings only from Beam. Exit status 0 when the run committed;
+    2 for a configuration refused before the job, 1 when a file or store failed or the job failed, 130 when
+    interrupted: one line on stderr each, the traceback only with ``--debug`` (a bug keeps its traceback)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     for name in ("pipeline", "transforms"):
         logging.getLogger(name).setLevel(logging.INFO)
-    debug = "--debug" in argv
     try:
         run(argv)
-    except (UsageError, RunFolderError) as err:
-        return _report(f"error: {err}", debug, 2)
-    except (ValueError, OSError) as err:  # raised while planning (model files, weights, layer mix) or by Beam
-        return _report(f"error: {err}", debug, 2 if _before_job(err) else 1)
-    except Exception as err:  # the job itself failed
-        return _report(f"error: the job failed: {_last_line(err)}", debug, 1)
+    except (Exception, KeyboardInterrupt) as err:
+        status = 1
+        if isinstance(err, KeyboardInterrupt) or _before_job(err):
+            status = exit_code_for(err, expected=(ValueError,))  # planning raises ValueErrors for bad settings
+            if status is None:
+                raise  # a bug: keep the traceback
+        if DEBUG_FLAG in argv:
+            traceback.print_exc()
+        if status != 1 or _before_job(err):
+            print(error_line(err, PROG), file=sys.stderr, flush=True)
+        else:
+            print(f"{PROG}: error: the job failed: {_last_line(err)}\n(--debug shows the traceback)", file=sys.stderr)
+        return status
     return 0
 
 
@@ -173,15 +208,6 @@ def _last_line(err: BaseException) -> str:
     """The innermost error's message: Beam wraps a worker's exception in its own with the whole traceback."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return (lines[-1] if lines else type(err).__name__)[:1000]
-
-
-def _report(message: str, debug: bool, status: int) -> int:
-    if debug:
-        traceback.print_exc()
-    else:
-        message += "\n(run again with --debug for the traceback)" if status == 1 else ""
-    print(message, file=sys.stderr, flush=True)
-    return status
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ def summarize(run_dir: str, result, seconds: float) -> dict[str, Any]:
         "batches": counters.get("batches", 0),
         "fingerprint": manifest["model"]["fingerprint"],
         "counters": counters,
+        "previous_run": manifest.get("previous_run"),
     }
 
 
@@ -52,5 +53,21 @@ def format_summary(s: dict[str, Any]) -> str:
             f"  {s['tokens_per_s']:.0f} tokens/s over {s['seconds']:.1f} s wall clock (incl. start-up); "
             f"padding {100 * s['padding_ratio']:.1f}% of batch token slots",
             f"  model fingerprint {s['fingerprint']}",
+            *_nightly_lines(s),
         ]
     )
+
+
+def _nightly_lines(s: dict[str, Any]) -> list[str]:
+    """What a run given a previous run reused, re-embedded and deleted."""
+    previous = s.get("previous_run")
+    if not previous:
+        return []
+    c = s["counts"]
+    return [
+        f"  previous run {previous['run_dir']}: {previous['mode']} ({previous['note']})",
+        f"  sentences: {c['sentences_embedded']} embedded + {c['sentences_carried']} carried over, "
+        f"{c['sentences_deleted']} deleted (vertex-delta/)",
+        f"  documents: {c['documents_new']} new, {c['documents_changed']} changed, {c['documents_unchanged']} "
+        f"unchanged, {c['documents_deleted']} deleted",
+    ]

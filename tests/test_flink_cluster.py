@@ -257,3 +257,46 @@ def test_run_pipeline_flink_starts_nothing_without_a_master():
     assert proc.returncode == 2 and "--environment_type is required" in proc.stderr
     proc = run_pipeline_sh("flink", "--flink_master=127.0.0.1:1", "--environment_type=EXTERNAL")
     assert proc.returncode == 2 and "needs --environment_config" in proc.stderr
+
+
+def test_a_nightly_day2_on_flink_carries_the_local_day1(cluster, local_run, tmp_path):
+    """Issue 13 on Flink: day 1 is the local reference run; day 2 (every 10th document edited, a line inserted on
+    top) runs on the cluster with --previous_run and must equal a full local day-2 run."""
+    day2 = tmp_path / "day2"
+    shutil.copytree(Path(SAMPLE_GLOB).parent, day2)
+    lines = (day2 / "1790-washington.txt").read_text().splitlines()
+    edited = [line + " The committee met on a Tuesday." if i % 10 == 3 else line for i, line in enumerate(lines)]
+    (day2 / "1790-washington.txt").write_text("\n".join(["A new first line about canals.", *edited]) + "\n")
+    user_flags = [
+        f"--flink_master=127.0.0.1:{cluster['rest_port']}",
+        "--environment_type=EXTERNAL",
+        f"--environment_config=127.0.0.1:{cluster['pool_port']}",
+    ]
+    argv = [
+        f"--input={day2}/*",
+        f"--output={tmp_path / 'flink'}",
+        f"--model={BUILTIN_MODEL}",
+        f"--previous_run={local_run}",
+        *_runner_flags(*user_flags),
+        *user_flags,
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN_JOB, *argv],
+        cwd=REPO,
+        env=cluster["env"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"the nightly job failed on Flink:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}\n" + _flink_logs())
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("FLINK_TEST_RESULT "))
+    summary = json.loads(line.split(" ", 1)[1])["summary"]
+    counts = summary["counts"]
+    assert summary["previous_run"]["mode"] == "incremental" and summary["reconciled"]
+    assert 0 < counts["sentences_embedded"] < counts["sentences"] / 4 and counts["sentences_carried"] > 0
+    full = run_job(tmp_path / "full", input_glob=f"{day2}/*")
+    got, want = sentence_vectors(Path(summary["run_dir"])), sentence_vectors(full)
+    assert sorted(got) == sorted(want)
+    assert max(float(np.max(np.abs(got[k] - want[k]))) for k in want) <= 1e-4

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import UsageError
+from elmo.errors import UsageError
+from pipeline.memory import LocalMemoryError
 from pipeline.run import run
 from tests.beam_testing import BUILTIN_MODEL, REPO, SAMPLE_GLOB, restore_torch_threads, run_job  # noqa: F401
 from tests.storage_servers import fake_gcs_server, restore_environment, set_environment
@@ -245,6 +246,18 @@ def test_a_flag_that_is_not_exactly_known_stops_the_launcher(tmp_path, flags, me
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("module", ["elmo.embed", "elmo.train"])
+def test_the_model_commands_take_no_abbreviated_flags(module):
+    import importlib
+
+    parser = importlib.import_module(module).build_parser()
+    flags = [s for action in parser._actions for s in action.option_strings if s.startswith("--") and len(s) > 6]
+    prefixes = [flag[:-2] for flag in flags]  # e.g. --batch-si for --batch-size: argparse would take it by default
+    required = [f"{a.option_strings[-1]}=x" for a in parser._actions if a.required]
+    _, unknown = parser.parse_known_args([*required, *(f"{prefix}=1" for prefix in prefixes)])
+    assert [u.split("=")[0] for u in unknown] == prefixes
+
+
 # -- 5. a broken configuration fails the run; too many failed documents do not commit ------------------------------
 
 
@@ -272,11 +285,11 @@ def test_an_input_naming_a_directory_is_refused(user_files):
 
 
 def test_a_model_directory_that_is_missing_or_incomplete_is_named(tmp_path):
-    with pytest.raises(UsageError, match="model directory does not exist"):
+    with pytest.raises(UsageError, match=r"model directory .*nowhere does not exist"):
         launch(f"--input={SAMPLE_GLOB}", f"--output={tmp_path}/out", f"--model={tmp_path}/nowhere")
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "options.json").write_text((BUILTIN_MODEL / "options.json").read_text())
-    with pytest.raises(UsageError, match=r"has no weights.hdf5, tokenizer.json"):
+    with pytest.raises(UsageError, match=r"half has no weights.hdf5"):
         launch(f"--input={SAMPLE_GLOB}", f"--output={tmp_path}/out", f"--model={tmp_path}/half")
 
 
@@ -292,6 +305,17 @@ def test_a_run_whose_documents_nearly_all_fail_does_not_commit(tmp_path):
     run_dir = run_job(tmp_path / "out", "--run_id=junk", "--max_failed_fraction=1", input_glob=f"{tmp_path}/in/*")
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert (run_dir / "_SUCCESS").exists() and manifest["counts"]["documents_failed"] == 4
+
+
+# -- 10. memory on the local runner ---------------------------------------------------------------------------------
+
+
+def test_a_local_run_that_would_not_fit_in_memory_is_refused_up_front(tmp_path):
+    with pytest.raises(LocalMemoryError, match=r"about .* for .*Flink .*Dataflow"):
+        launch(f"--input={SAMPLE_GLOB}", f"--output={tmp_path}/out", "--local_memory_limit_gb=0.5")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(UsageError, match=r"--local_memory_limit_gb=-1\.0"):
+        launch(f"--input={SAMPLE_GLOB}", f"--output={tmp_path}/out", "--local_memory_limit_gb=-1")
 
 
 # -- 9. errors read like errors -------------------------------------------------------------------------------------
@@ -310,13 +334,13 @@ def test_configuration_errors_are_one_line_with_status_2_and_a_traceback_only_wi
     cases = [
         (["--dtpye", "float16"], "error: unknown flag --dtpye (did you mean --dtype?)"),
         ([f"--output={not_a_dir}/out"], f"error: --output {not_a_dir}/out: cannot write there"),
-        (["--device=cuda"], "error: --device cuda asks for a GPU but this worker has none"),
+        (["--device=cuda"], "error: --device cuda: device 'cuda' was asked for but CUDA is not available"),
     ]
     for flags, expected in cases:
         done = pipeline_cli(f"--input={SAMPLE_GLOB}", f"--model={BUILTIN_MODEL}", f"--output={tmp_path}/o", *flags)
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         assert done.returncode == 2, done.stderr
-        assert lines[-1].startswith(expected), done.stderr
+        assert lines[-1].startswith(f"python -m pipeline.run: {expected}"), done.stderr
         assert "Traceback" not in done.stderr
     debug = pipeline_cli(f"--input={SAMPLE_GLOB}", "--dtpye", "float16", "--debug")
     assert debug.returncode == 2 and "Traceback" in debug.stderr

@@ -85,8 +85,9 @@ def test_stateful_carry_matches_reference(tmp_path):
         np.testing.assert_allclose(got, expected, atol=1e-9)
 
 
-def test_empty_sentence_gives_zero_tokens(tmp_path):
+def test_empty_sentence_is_refused_with_its_index(tmp_path):
     options, weights = write_random_model(tmp_path, _config(True, 1, "relu", True, True, 2))
     model = Elmo.load(options, weights)
-    out = model.embed([[], ["word"], []])
-    assert [o.shape for o in out] == [(3, 0, 16), (3, 1, 16), (3, 0, 16)]
+    with pytest.raises(ValueError, match="sentence 2 is empty"):
+        model.embed([["word"], ["two", "words"], []])
+    assert model.embed([]) == []

@@ -357,3 +357,36 @@ def test_training_reads_its_data_from_s3_and_exports_to_gs(stores, tmp_path):
     assert train_main([*argv, "--threads", "1", "--eval-every", "1000", "--log-every", "1000"]) == 0
     assert _objects(export) == ["options.json", "training.json", "vocab.txt", "weights.hdf5"]
     assert Elmo.from_directory(export).embed_sentence(["A", "test", "."]).shape == (3, 3, 32)
+
+
+@pytest.mark.parametrize("scheme", ["gs", "s3"])
+def test_a_nightly_day2_on_the_store_carries_day1_and_equals_a_full_run(stores, scheme, tmp_path):
+    """Day 1 and day 2 (every 10th document edited, a line inserted at the top) with input, previous run and
+    output on the store: day 2 embeds only the edits and equals a full local run on day 2's input."""
+    import fsspec
+
+    bucket = BUCKETS[scheme]
+    day2 = tmp_path / "day2"
+    shutil.copytree(stores["local_input"], day2)
+    lines = (day2 / "1790-washington.txt").read_text().splitlines()
+    edited = [line + " The committee met on a Tuesday." if i % 10 == 3 else line for i, line in enumerate(lines)]
+    (day2 / "1790-washington.txt").write_text("\n".join(["A new first line about canals.", *edited]) + "\n")
+    upload_tree(day2, f"{scheme}://{bucket}/in-day2")
+    out, model = f"{scheme}://{bucket}/nightly", f"--model={scheme}://{bucket}/models/tiny"
+    run_job_summary(out, model, "--run_date=2026-11-01", input_glob=f"{scheme}://{bucket}/in/*")
+    two = run_job_summary(
+        out, model, "--run_date=2026-11-02", "--previous_run=latest", input_glob=f"{scheme}://{bucket}/in-day2/*"
+    )
+    full = run_job_summary(tmp_path / "full", "--run_id=full", input_glob=f"{day2}/*")
+    counts = two["counts"]
+    assert two["previous_run"]["mode"] == "incremental" and two["reconciled"]
+    assert (
+        0 < counts["sentences_embedded"] < counts["sentences"] / 4
+        and counts["sentences"] == full["counts"]["sentences"]
+    )
+    download_tree(two["run_dir"], tmp_path / "downloaded")
+    got, want = sentence_vectors(tmp_path / "downloaded"), sentence_vectors(Path(full["run_dir"]))
+    assert got.keys() == want.keys()
+    assert max(float(np.abs(got[k] - want[k]).max()) for k in want) <= 1e-4
+    with fsspec.open(f"{out}/LATEST", "r") as f:
+        assert json.load(f)["run_dir"] == two["run_dir"]

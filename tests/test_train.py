@@ -82,7 +82,7 @@ def _train(corpus, out, steps, *extra) -> list[dict]:
         *extra,
     ]
     assert train_main(argv) == 0
-    return torch.load(out / "checkpoint-rank0.pt", weights_only=False)["history"]
+    return torch.load(out / "checkpoint-rank0.pt", weights_only=True)["history"]
 
 
 def test_loss_falls_and_resume_is_exact(tiny_corpus, tmp_path):
@@ -136,7 +136,7 @@ def test_export_loads_back_with_identical_outputs(tiny_corpus, tmp_path):
         initial_state="zeros",
         dtype=torch.float64,
     )
-    saved = torch.load(tmp_path / "run" / "checkpoint-rank0.pt", weights_only=False)
+    saved = torch.load(tmp_path / "run" / "checkpoint-rank0.pt", weights_only=True)
     trained = TrainableBiLm(exported.config, saved["state_dict"]["softmax_bias"].shape[0])
     trained.load_state_dict(saved["state_dict"])
     trained = trained.double().eval()
@@ -188,7 +188,7 @@ def test_two_process_ddp_on_cpu(tiny_corpus, tmp_path):
     ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"checkpoint-rank{r}.pt", weights_only=False) for r in (0, 1)]
+    ranks = [torch.load(tmp_path / f"checkpoint-rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert ranks[0]["step"] == ranks[1]["step"] == 6
     for name, value in ranks[0]["state_dict"].items():
         torch.testing.assert_close(value, ranks[1]["state_dict"][name], msg=name)

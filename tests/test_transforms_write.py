@@ -29,6 +29,7 @@ def _record(i: int, n_tokens: int, layers: str, dtype: str, with_tokens: bool) -
         "id": f"d{i}#0",
         "doc_id": f"d{i}",
         "sentence_index": 0,
+        "key": f"key-{i}",
         "source": "s.txt",
         "line": i,
         "text": "t " * n_tokens,
@@ -69,7 +70,9 @@ def test_vertex_json_is_the_vector_search_input_format():
     line = json.loads(vertex_json(record))
     assert set(line) == {"id", "embedding", "restricts"}
     assert line["id"] == "d7#0"
-    assert np.array_equal(np.asarray(line["embedding"], dtype=np.float32), record["sentence_vector"])  # shortest repr
+    assert np.array_equal(
+        np.asarray(line["embedding"], dtype=np.float32), record["sentence_vector"]
+    )  # exact round trip
     assert line["restricts"] == [
         {"namespace": "doc_id", "allow": ["d7"]},
         {"namespace": "source", "allow": ["s.txt"]},

@@ -94,6 +94,11 @@ def localize_directory(directory: str, names: tuple[str, ...]) -> str:
     return storage.cached_files(directory, names, open_fn=_open, stat_fn=_stat)
 
 
+def file_exists(path: str) -> bool:
+    """Whether a file exists (local, gs://, s3://), with retries of transient errors."""
+    return storage.with_retries(lambda: FileSystems.exists(path), f"checking {path}")
+
+
 def list_tree(directory: str) -> list[str]:
     """Every file under ``directory`` (a local folder or a gs:// / s3:// prefix), sorted."""
     pattern = directory.rstrip("/") + "/**"

@@ -17,10 +17,21 @@ from typing import Any
 import apache_beam as beam
 
 from transforms.files import TEMP_DIR_MARK, list_tree, write_text
+from transforms.latest import record_run
 from transforms.records import DocumentStats
 from transforms.run_folder import MANIFEST_FILE, OWNER_FILE, SUCCESS_FILE, check_owner, delete_our_files, release
 
 COUNT_NAMES = ("documents_read", "documents_embedded", "documents_failed", "sentences", "tokens", "windows")
+# A run given a previous run (transforms.incremental) also counts what changed.
+CHANGE_COUNT_NAMES = (
+    "sentences_embedded",
+    "sentences_carried",
+    "sentences_deleted",
+    "documents_new",
+    "documents_changed",
+    "documents_unchanged",
+    "documents_deleted",
+)
 
 
 def stats_counts(stats: DocumentStats) -> list[tuple[str, int]]:
@@ -28,6 +39,8 @@ def stats_counts(stats: DocumentStats) -> list[tuple[str, int]]:
     return [
         ("documents_embedded", 1),
         ("sentences", stats.sentences),
+        ("sentences_embedded", stats.sentences - stats.carried),
+        ("sentences_carried", stats.carried),
         ("tokens", stats.tokens),
         ("windows", stats.windows),
     ]
@@ -35,9 +48,11 @@ def stats_counts(stats: DocumentStats) -> list[tuple[str, int]]:
 
 class CountOutcomes(beam.PTransform):
     """{'documents': PCollection[Document], 'read_errors': PCollection[dict], 'stats': PCollection[DocumentStats],
-    'failed': PCollection[dict]} -> PCollection[tuple[str, int]]: one (name, total) per non-zero count.
+    'failed': PCollection[dict], optional 'changes': PCollection[tuple[str, int]]}
+    -> PCollection[tuple[str, int]]: one (name, total) per non-zero count.
 
-    ``documents`` + ``read_errors`` are the documents as read (parsed ones and lines that failed to parse).
+    ``documents`` + ``read_errors`` are the documents as read (parsed ones and lines that failed to parse);
+    ``changes`` are a nightly run's document statuses and deleted sentences, already as (name, n).
     """
 
     def expand(self, inputs: dict[str, Any]):
@@ -47,6 +62,8 @@ class CountOutcomes(beam.PTransform):
             inputs["stats"] | "StatsCounts" >> beam.FlatMap(stats_counts),
             inputs["failed"] | "FailedCount" >> beam.Map(lambda _: ("documents_failed", 1)),
         ]
+        if "changes" in inputs:
+            parts.append(inputs["changes"])
         return parts | "AllCounts" >> beam.Flatten() | "Sum" >> beam.CombinePerKey(sum)
 
 
@@ -71,6 +88,7 @@ def write_manifest(
     outputs: list[str],
     owner_token: str,
     max_failed_fraction: float = 1.0,
+    record_latest: tuple[str, str, str] | None = None,
 ) -> str:
     """Writes ``<run_dir>/manifest.json`` (``base`` + counts + output files), then ``<run_dir>/_SUCCESS``, then
     releases the run directory (``_OWNER``).
@@ -78,20 +96,27 @@ def write_manifest(
     First checks that ``owner_token`` still owns the run directory, then the directory itself: Beam's staging
     leftovers (``beam-temp-*``) are deleted; a missing output or any other file that is not an output (another
     writer in the same run directory) fails the run, as do too many failed documents, before anything claims
-    success.
+    success. A dated run (``record_latest``: output, run date, fingerprint) then records itself in
+    ``<output>/LATEST``, which moves only forward in date.
     """
     check_owner(run_dir, owner_token)  # first: a run that lost its folder touches nothing there
     _check_run_dir(run_dir, outputs)
-    totals = {name: int(counts.get(name, 0)) for name in COUNT_NAMES}
+    totals = {name: int(counts.get(name, 0)) for name in COUNT_NAMES + CHANGE_COUNT_NAMES}
     check_failed_fraction(totals, max_failed_fraction)
     manifest = dict(base)
     manifest["counts"] = totals
-    manifest["reconciled"] = totals["documents_read"] == totals["documents_embedded"] + totals["documents_failed"]
+    manifest["reconciled"] = (
+        totals["documents_read"] == totals["documents_embedded"] + totals["documents_failed"]
+        and totals["sentences"] == totals["sentences_embedded"] + totals["sentences_carried"]
+    )
     manifest["outputs"] = sorted(_relative(path, run_dir) for path in outputs)
     path = run_dir.rstrip("/") + "/" + MANIFEST_FILE
     write_text(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     write_text(run_dir.rstrip("/") + "/" + SUCCESS_FILE, "")
     release(run_dir, owner_token)
+    if record_latest is not None:  # (output, run_date, fingerprint) of a dated run: only after _SUCCESS
+        output, run_date, fingerprint = record_latest
+        record_run(output, run_dir, run_date, fingerprint)
     return path
 
 
@@ -128,8 +153,16 @@ class WriteManifest(beam.PTransform):
     the writes are finalized): writes ``manifest.json`` and then ``_SUCCESS``.
     """
 
-    def __init__(self, run_dir: str, base: dict[str, Any], owner_token: str, max_failed_fraction: float = 1.0):
+    def __init__(
+        self,
+        run_dir: str,
+        base: dict[str, Any],
+        owner_token: str,
+        max_failed_fraction: float = 1.0,
+        record_latest: tuple[str, str, str] | None = None,
+    ):
         super().__init__()
+        self._record_latest = record_latest
         self._run_dir = run_dir
         self._base = base
         self._owner_token = owner_token
@@ -148,5 +181,6 @@ class WriteManifest(beam.PTransform):
                 outputs=beam.pvalue.AsList(outputs),
                 owner_token=self._owner_token,
                 max_failed_fraction=self._max_failed_fraction,
+                record_latest=self._record_latest,
             )
         )

@@ -94,7 +94,8 @@ class DocumentStats:
     doc_id: str
     sentences: int
     tokens: int
-    windows: int
+    windows: int  # windows embedded by this run
+    carried: int = 0  # sentences whose vectors came from a previous run
 
 
 def error_record(

@@ -22,22 +22,29 @@ import uuid
 from dataclasses import asdict, dataclass
 
 from elmo import storage
+from elmo.errors import ConfigError
 from transforms.files import delete_files, list_tree
 
 RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a plain name: no separators, never "." or ".."
 OWNER_FILE = "_OWNER"
 SUCCESS_FILE = "_SUCCESS"
 MANIFEST_FILE = "manifest.json"
-OUTPUT_SUFFIXES = {"sentences": ".parquet", "vertex": ".json", "errors": ".jsonl"}  # output folder -> shard suffix
+OUTPUT_SUFFIXES = {  # output folder -> shard suffix
+    "sentences": ".parquet",
+    "vertex": ".json",
+    "errors": ".jsonl",
+    "vertex-delta": ".json",  # a nightly run's upserts (new and changed sentences)
+    "vertex-delta/delete": ".txt",  # and the ids it deleted
+}
+_OUTPUT_DIR_RE = "(?:" + "|".join(re.escape(d) for d in OUTPUT_SUFFIXES) + ")"
 # Every name a run of ours writes, relative to its run folder: the markers, fixed-name shards and Beam's staging.
 OUR_FILE_RE = re.compile(
-    r"(?:_OWNER|_SUCCESS|manifest\.json"
-    r"|(?:sentences|vertex|errors)/part-\d{5}-of-\d{5}\.(?:parquet|json|jsonl)"
-    r"|(?:sentences|vertex|errors)/beam-temp-[^/]+/[^/]+)"
+    rf"(?:_OWNER|_SUCCESS|manifest\.json|{_OUTPUT_DIR_RE}/part-\d{{5}}-of-\d{{5}}\.(?:parquet|json|jsonl|txt)"
+    rf"|{_OUTPUT_DIR_RE}/beam-temp-[^/]+/[^/]+)"
 )
 
 
-class RunFolderError(ValueError):
+class RunFolderError(ConfigError):
     """The run folder cannot be used: a bad run id, files that are not ours, or another run owns it."""
 
 
@@ -165,23 +172,30 @@ def _boot_id() -> str:
         return ""
 
 
-def _owner_path(folder: str) -> str:
-    return folder.rstrip("/") + "/" + OWNER_FILE
+def _owner_path(folder: str, name: str = OWNER_FILE) -> str:
+    return folder.rstrip("/") + "/" + name
 
 
 def _create_exclusive(path: str, data: bytes) -> None:
-    """Writes ``path`` only if it does not exist (atomically, on every store); FileExistsError otherwise."""
+    """Writes ``path`` only if it does not exist, complete or not at all (atomically, on every store);
+    FileExistsError otherwise."""
     if not storage.is_remote(path):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "xb") as f:
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        staged = f"{path}.{uuid.uuid4().hex}.tmp"
+        with open(staged, "xb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        try:
+            os.link(staged, path)  # fails if path exists; readers never see a half-written record
+        finally:
+            os.unlink(staged)
         return
     import fsspec
 
     fs, target = fsspec.core.url_to_fs(path)
-    fs.pipe_file(target, data, mode="create")  # GCS ifGenerationMatch=0 / S3 If-None-Match: *
+    fs.pipe_file(target, data, mode="create")  # GCS ifGenerationMatch=0 / S3 If-None-Match: *; one request
 
 
 def _delete_owner_file(path: str) -> None:
@@ -211,9 +225,9 @@ def _try_create(path: str, data: bytes) -> bool:
     return True
 
 
-def read_owner(folder: str) -> Owner | None:
-    """The owner record of ``folder``, or None when nobody holds it."""
-    path = _owner_path(folder)
+def read_owner(folder: str, name: str = OWNER_FILE) -> Owner | None:
+    """The owner record of ``folder`` (in its file ``name``), or None when nobody holds it."""
+    path = _owner_path(folder, name)
     try:
         text = storage.read_bytes(path).decode("utf-8")
     except FileNotFoundError:
@@ -226,30 +240,31 @@ def read_owner(folder: str) -> Owner | None:
         ) from None
 
 
-def claim(folder: str) -> Owner:
-    """Makes this launcher the owner of ``folder``; raises ``RunFolderBusyError`` naming the current owner if another
-    run holds it. A claim left by a dead process of this machine is taken over."""
+def claim(folder: str, name: str = OWNER_FILE) -> Owner:
+    """Makes this process the owner of ``folder`` (its file ``name``: ``_OWNER`` for a run folder); raises
+    ``RunFolderBusyError`` naming the current owner if another run holds it. A claim left by a dead process of this
+    machine is taken over."""
     owner = Owner.new()
-    path = _owner_path(folder)
+    path = _owner_path(folder, name)
     for _ in range(2):
         if storage.with_retries(lambda: _try_create(path, owner.to_json().encode()), f"claiming {folder}"):
             return owner
-        holder = read_owner(folder)
+        holder = read_owner(folder, name)
         if holder is not None and holder.token == owner.token:  # our own create, retried after a lost reply
             return owner
         if holder is None or not holder.is_dead_here():
             who = holder.describe() if holder else "another run"
             raise RunFolderBusyError(
-                f"{folder} is in use by {who} ({OWNER_FILE} is there). Two runs must not write one run folder: "
+                f"{folder} is in use by {who} ({name} is there). Two runs must not write one run folder: "
                 f"wait for it, or use another --run_id. If that run is dead, delete {path}"
             )
-        _take_over_stale(folder, holder)
+        _take_over_stale(folder, holder, name)
     raise RunFolderBusyError(f"{folder}: another run claimed it while a stale claim was being cleared")
 
 
-def _take_over_stale(folder: str, holder: Owner) -> None:
+def _take_over_stale(folder: str, holder: Owner, name: str) -> None:
     """Removes a dead process's claim (only if it is still that claim)."""
-    path = _owner_path(folder)
+    path = _owner_path(folder, name)
     if not storage.is_remote(path):
         aside = f"{path}.stale-{holder.token}"
         try:
@@ -262,7 +277,7 @@ def _take_over_stale(folder: str, holder: Owner) -> None:
         if current.token != holder.token:  # someone else's fresh claim: put it back and let the caller fail
             _create_exclusive(path, current.to_json().encode())
         return
-    current = read_owner(folder)
+    current = read_owner(folder, name)
     if current is not None and current.token == holder.token:
         _delete_owner_file(path)
 
@@ -275,10 +290,10 @@ def check_owner(folder: str, token: str) -> None:
         raise RunFolderBusyError(f"not committing {folder}: it is no longer owned by this run (now: {who})")
 
 
-def release(folder: str, token: str) -> bool:
-    """Removes ``_OWNER`` if it still holds ``token``; returns whether it did."""
-    holder = read_owner(folder)
+def release(folder: str, token: str, name: str = OWNER_FILE) -> bool:
+    """Removes the claim file ``name`` if it still holds ``token``; returns whether it did."""
+    holder = read_owner(folder, name)
     if holder is None or holder.token != token:
         return False
-    _delete_owner_file(_owner_path(folder))
+    _delete_owner_file(_owner_path(folder, name))
     return True

@@ -5,6 +5,7 @@ File names are fixed by ``num_shards`` (``part-SSSSS-of-NNNNN``), so a re-run wi
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -15,8 +16,10 @@ import pyarrow as pa
 
 from transforms.metrics import counter
 
+SCHEMA_VERSION = 2  # of the sentence records and the manifest; 2 added each sentence's content ``key``
 SHARD_TEMPLATE = "-SSSSS-of-NNNNN"
 ARROW_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
+ROUND_TRIP_DIGITS = {"float32": 9, "float16": 5}  # significant digits that always read back to the same value
 PARQUET_ROWS_PER_TABLE = 256
 
 
@@ -27,6 +30,7 @@ def embedding_schema(dim: int, n_layers: int, dtype: str, layers: str, with_toke
         pa.field("id", pa.string(), nullable=False),
         pa.field("doc_id", pa.string(), nullable=False),
         pa.field("sentence_index", pa.int32(), nullable=False),
+        pa.field("key", pa.string(), nullable=False),
         pa.field("source", pa.string()),
         pa.field("line", pa.int64()),
         pa.field("text", pa.string()),
@@ -89,14 +93,22 @@ def records_to_table(records: Sequence[dict[str, Any]], schema: pa.Schema) -> pa
     return pa.Table.from_pydict(columns, schema=schema)
 
 
+@functools.cache
+def _float_format(dtype: np.dtype, n: int) -> str:
+    """``'%.9g, %.9g, ...'`` for ``n`` values of ``dtype``."""
+    return ", ".join([f"%.{ROUND_TRIP_DIGITS[np.dtype(dtype).name]}g"] * n)
+
+
 def vertex_json(record: dict[str, Any]) -> str:
     """One sentence record -> a Vertex AI Vector Search datapoint (JSON), with restricts on document and source.
 
-    Floats are written in their shortest form that reads back to the same float32/float16 value.
+    Floats are written with the significant digits that read back to the same float32/float16 value (9 and 5,
+    ``ROUND_TRIP_DIGITS``), in one C-level format call per vector (~9x faster than formatting each numpy scalar).
     """
     vector = record["sentence_vector"]
     if not np.isfinite(vector).all():
         raise ValueError(f"non-finite sentence vector for {record['id']}")
+    numbers = _float_format(vector.dtype, len(vector)) % tuple(vector.tolist())
     head = json.dumps({"id": record["id"]}, ensure_ascii=False)[:-1]
     restricts = json.dumps(
         [
@@ -105,7 +117,7 @@ def vertex_json(record: dict[str, Any]) -> str:
         ],
         ensure_ascii=False,
     )
-    return f'{head}, "embedding": [{", ".join(str(x) for x in vector)}], "restricts": {restricts}}}'
+    return f'{head}, "embedding": [{numbers}], "restricts": {restricts}}}'
 
 
 class WriteParquet(beam.PTransform):
@@ -152,6 +164,21 @@ class WriteVertexJsonl(beam.PTransform):
             >> beam.io.WriteToText(
                 self._prefix, file_name_suffix=".json", num_shards=self._num_shards, shard_name_template=SHARD_TEMPLATE
             )
+        )
+
+
+class WriteDeletedIds(beam.PTransform):
+    """PCollection[str sentence id] -> PCollection[str written file path]: one id per line, the ``delete/`` file of
+    a Vertex AI Vector Search batch update, ``<prefix>-SSSSS-of-NNNNN.txt``."""
+
+    def __init__(self, prefix: str, num_shards: int):
+        super().__init__()
+        self._prefix = prefix
+        self._num_shards = num_shards
+
+    def expand(self, ids):
+        return ids | "Write" >> beam.io.WriteToText(
+            self._prefix, file_name_suffix=".txt", num_shards=self._num_shards, shard_name_template=SHARD_TEMPLATE
         )
 
 
