@@ -10,9 +10,9 @@ MODEL_REQUIRES = [
     # Unicode grapheme clusters (\X) and properties for the tokenizer (elmo/tokenize.py)
     "regex==2026.11.19",
     # one URL scheme everywhere outside Beam: gs:// and s3:// through fsspec
-    "fsspec==2026.9.0",
-    "gcsfs==2026.10.1",
-    "s3fs==2026.9.0",
+    "fsspec==2025.12.0",
+    "gcsfs==2025.12.0",
+    "s3fs==2025.12.0",
 ]
 PIPELINE_REQUIRES = [
     # The Python SDK; the Flink job server stays at Beam 2.62.0 (the newest Flink runner the Maven mirror serves),
