@@ -9,7 +9,8 @@ MODEL_REQUIRES = [
     "h5py==3.16.0",
     # Unicode grapheme clusters (\X) and properties for the tokenizer (elmo/tokenize.py)
     "regex==2026.11.19",
-    # one URL scheme everywhere outside Beam: gs:// and s3:// through fsspec
+    # one URL scheme everywhere outside Beam: gs:// and s3:// through fsspec. Not 2026.9.0/2026.10.1 (which Beam
+    # 2.77 would allow): a gs:// read through fsspec's new prefetcher hung the object-store tests.
     "fsspec==2025.12.0",
     "gcsfs==2025.12.0",
     "s3fs==2025.12.0",
