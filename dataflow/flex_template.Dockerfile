@@ -1,6 +1,7 @@
 # Flex Template image: the GPU worker image (dataflow/Dockerfile) plus Dataflow's Python template launcher, so the
-# launcher VM builds the job graph with exactly the code and pins the workers run. Build it after the worker
-# image, from the repository root:
+# launcher VM builds the job graph with exactly the code and pins the workers run (apache-beam 2.77.0, setup.py's
+# pin: the job is submitted by the same Beam SDK that the workers' boot and SDK harness run). Build it after the
+# worker image, from the repository root:
 #   docker build -f dataflow/flex_template.Dockerfile --build-arg WORKER_IMAGE=$WORKER_IMAGE -t $FLEX_IMAGE .
 # then `gcloud dataflow flex-template build` with dataflow/metadata.json (docs/dataflow.md).
 ARG WORKER_IMAGE

@@ -1,9 +1,10 @@
 """Exact flags: every argument must be a flag of this job or of Beam, spelled in full, or the launcher stops.
 
-Beam 2.62 parses each options view with argparse's prefix matching and only logs "Discarding unparseable args"
-for anything it does not know, so ``--tokens_vectors``, ``--dtpye float16`` or a stray word used to run the job
-without what was asked, and ``--dt float16`` was taken as ``--dtype``. ``check_flags`` parses the whole command line
-once, with every registered ``PipelineOptions`` class and prefix matching off, before anything else happens.
+Beam only logs "Discarding unparseable args" for anything it does not know, so ``--tokens_vectors``,
+``--dtpye float16`` or a stray word used to run the job without what was asked (and before Beam 2.66, which
+turned argparse's prefix matching off, ``--dt float16`` was taken as ``--dtype``). ``check_flags`` parses the whole
+command line once, with every registered ``PipelineOptions`` class and prefix matching off, before anything else
+happens.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import traceback
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, PortableOptions, StandardOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineState
 
 from elmo.cli import DEBUG_FLAG, error_line, exit_code_for
@@ -37,7 +37,7 @@ from transforms.tokenize import TokenizeDocuments, WindowsOf
 from transforms.write import WriteDeletedIds, WriteErrors, WriteParquet, WriteVertexJsonl, embedding_schema
 
 PROG = "python -m pipeline.run"
-LOCAL_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"  # Beam 2.62 knows it by full name only
+LOCAL_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"  # by full name: any Beam resolves it
 _LOG = logging.getLogger(__name__)
 
 
@@ -132,12 +132,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         return None
     check_flags(argv)  # every argument a known flag, spelled in full
     argv = complete_argv(argv)  # Dataflow: checked flags and GPU settings; --gpu_type refused elsewhere
-    options = PipelineOptions(argv)
-    if not any(a == "--output_executable_path" or a.startswith("--output_executable_path=") for a in argv):
-        # Beam 2.62 parses each options view with argparse's prefix matching, so our --output also set
-        # PortableOptions' --output_executable_path: a Flink/portable job server then writes a jar there
-        # instead of running the job.
-        options.view_as(PortableOptions).output_executable_path = None
+    options = PipelineOptions(argv)  # exact names since Beam 2.66: --output no longer sets --output_executable_path
     if test_pipeline is None and options.view_as(StandardOptions).runner is None:
         options.view_as(StandardOptions).runner = LOCAL_RUNNER
     opts = options.view_as(EmbedOptions)

@@ -362,7 +362,7 @@ def storage_servers(tmp_path_factory):
             server.start()
         env = client_environment(servers["gs"], servers["s3"])
         previous = set_environment({**env, "ELMO_MODEL_CACHE": str(root / "model-cache")})
-        from transforms.files import skip_adc_for_gcs_emulator
+        from transforms.beam_fixes import skip_adc_for_gcs_emulator
 
         skip_adc_for_gcs_emulator()
         create_buckets(GCS_BUCKET, S3_BUCKET)

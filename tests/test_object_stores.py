@@ -83,7 +83,9 @@ def test_pipeline_reads_model_and_inputs_and_writes_outputs_on_the_store(stores,
 
 
 # the first download of input data, then the first staged output shard (Beam writes beam-temp-* files first)
-INPUT_READ = {"gs": r"GET /download/storage/v1/b/\S+/o/in%2F|GET \S+/o/in%2F\S+alt=media", "s3": r"GET /[^/]+/in/"}
+# GCS media downloads: Beam 2.62 built the URL from the object name (``o/in%2F...``); Beam 2.77 follows the
+# ``mediaLink`` the server lists, which the emulator writes with a plain slash (``o/in/...``).
+INPUT_READ = {"gs": r"GET /download/storage/v1/b/\S+/o/in(%2F|/)|GET \S+/o/in%2F\S+alt=media", "s3": r"GET /[^/]+/in/"}
 SHARD_WRITE = {"gs": r"POST /upload/storage/v1/b/", "s3": r"beam-temp"}
 
 

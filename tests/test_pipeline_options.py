@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
 
 from pipeline.options import EmbedOptions, option_names
 from pipeline.plan import plan_run
@@ -50,3 +50,14 @@ def test_plan_reads_the_model_and_names_the_run_by_its_settings(tmp_path):
 def test_bad_settings_fail_before_the_pipeline_starts(flags, message):
     with pytest.raises(ValueError, match=message):
         run([f"--model={BUILTIN_MODEL}", "--output=/tmp/never-written", *flags])
+
+
+def test_output_is_not_taken_for_a_longer_beam_flag():
+    """Beam 2.62 read ``--output`` as an abbreviation of PortableOptions' ``--output_executable_path`` (a Flink or
+    portable job server then wrote a jar instead of running the job; pipeline/run.py cleared it). Since Beam 2.66
+    options are parsed with exact names, so nothing has to be cleared."""
+    options = PipelineOptions(["--input=in/*", "--output=out", "--runner=FlinkRunner"])
+    assert options.view_as(PortableOptions).output_executable_path is None
+    assert options.view_as(EmbedOptions).output == "out"
+    given = PipelineOptions(["--output=out", "--output_executable_path=/tmp/job.jar"])
+    assert given.view_as(PortableOptions).output_executable_path == "/tmp/job.jar"

@@ -1,98 +1,23 @@
 """File helpers over Beam's ``FileSystems``, so local paths, ``gs://`` and ``s3://`` are only flag values.
 
 Importing this module (every worker process that runs our stages does) sets the storage clients' retry defaults
-(``elmo.storage.configure_client_retries``) and, when ``STORAGE_EMULATOR_HOST`` points at a GCS emulator, skips
-Beam's application-default-credentials lookup (which finds nothing off Google Cloud and retries for ~23 s per
-process before connecting anonymously, as it then does anyway).
+(``elmo.storage.configure_client_retries``) and applies our fixes of Beam's GCS and S3 clients
+(``transforms.beam_fixes``: empty S3 uploads, one S3 client per process, no ADC lookup with a GCS emulator).
 """
 
 from __future__ import annotations
 
 import os
-import threading
-import types
 from typing import IO, Any
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+import transforms.beam_fixes  # noqa: F401  (applies the fixes of Beam's GCS/S3 clients in this process)
 from elmo import storage
 
 _WILDCARDS = "*?["
 TEMP_DIR_MARK = "beam-temp-"  # Beam's file sinks stage shards under <dir>/beam-temp-<prefix>-<uuid>/
-
-
-def skip_adc_for_gcs_emulator() -> None:
-    """With ``STORAGE_EMULATOR_HOST`` set: Beam's GCS client connects anonymously without looking for ADC."""
-    if not os.environ.get("STORAGE_EMULATOR_HOST"):
-        return
-    try:
-        from apache_beam.internal.gcp import auth
-    except ImportError:  # Beam without the gcp extra
-        return
-    credentials = getattr(auth, "_Credentials", None)
-    if credentials is not None and not getattr(credentials, "_credentials_init", True):
-        with credentials._credentials_lock:
-            credentials._credentials = None
-            credentials._credentials_init = True
-
-
-skip_adc_for_gcs_emulator()
-
-
-def _fix_empty_s3_uploads() -> None:
-    """Beam 2.62's S3 writer completes an empty file's multipart upload with no part at all, which S3 rejects
-    (``MalformedXML``), so an empty shard (e.g. ``errors/`` of a clean run) failed the job: upload one empty part
-    (S3 has no minimum size for the last part)."""
-    try:
-        from apache_beam.io.aws import s3io
-    except ImportError:  # Beam without the aws extra
-        return
-    original = s3io.S3Uploader.finish
-    if getattr(original, "elmo_fixed", False):
-        return
-
-    def finish(self):
-        if not self.parts and not self.buffer and self.last_error is None:
-            self._write_to_s3(b"")
-        return original(self)
-
-    finish.elmo_fixed = True
-    s3io.S3Uploader.finish = finish
-
-
-_fix_empty_s3_uploads()
-
-_CLIENT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_MAX_ATTEMPTS")
-
-
-def _reuse_s3_clients() -> None:
-    """Beam 2.62 builds a new boto3 session and S3 client for every filesystem call (~0.25 s each here, most of an
-    s3:// run's overhead); hand it one client per process and settings instead (boto3 clients are thread-safe;
-    refreshable credentials such as instance roles are refreshed by the client itself)."""
-    try:
-        import boto3
-        from apache_beam.io.aws.clients.s3 import boto3_client
-    except ImportError:
-        return
-    if getattr(boto3_client.boto3, "elmo_fixed", False) or boto3_client.boto3 is None:
-        return
-    clients: dict[tuple, Any] = {}
-    lock = threading.Lock()
-
-    class CachedSession:
-        def client(self, **kwargs: Any) -> Any:
-            settings = tuple(sorted((k, repr(v)) for k, v in kwargs.items()))
-            key = (settings, tuple(os.environ.get(e) for e in _CLIENT_ENV))
-            with lock:
-                if key not in clients:
-                    clients[key] = boto3.session.Session().client(**kwargs)
-                return clients[key]
-
-    boto3_client.boto3 = types.SimpleNamespace(session=types.SimpleNamespace(Session=CachedSession), elmo_fixed=True)
-
-
-_reuse_s3_clients()
 
 
 def glob_root(pattern: str) -> str:

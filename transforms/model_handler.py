@@ -71,7 +71,8 @@ class ElmoModelHandler(ModelHandler[SentenceWindow, WindowVectors, Elmo]):
 
     The stock PyTorch handler stacks inputs and cannot take sentences of different lengths; this one hands the
     token lists to ``Elmo.embed``, which pads them (char ids, mask) into one (B, T_max) forward pass. Batches are
-    bounded by a token budget (``max_batch_tokens``, via ``max_batch_weight`` + ``element_size_fn``).
+    bounded by a token budget: ``max_batch_tokens``/``max_batch_windows`` become Beam's ``ModelHandler`` arguments
+    ``max_batch_weight`` (with ``element_size_fn`` = tokens per window) and ``max_batch_size``.
     ``batch_invariant`` runs each window in a forward pass of its own, so that its vectors are bit-identical
     whatever batch, bundle or worker it lands in (float rounding of a padded batch differs by ~1e-7; slower).
     ``large_model``/``model_copies`` share the model across the SDK processes of a worker (for GPUs).
@@ -90,15 +91,20 @@ class ElmoModelHandler(ModelHandler[SentenceWindow, WindowVectors, Elmo]):
         large_model: bool = False,
         model_copies: int | None = None,
     ):
-        super().__init__()
         if max_batch_tokens < 1 or max_batch_windows < 1:
             raise ValueError(f"max_batch_tokens/max_batch_windows must be >= 1: {max_batch_tokens}/{max_batch_windows}")
         if model_copies is not None and model_copies < 1:
             raise ValueError(f"model_copies must be >= 1, got {model_copies}")
-        self._max_batch_tokens = max_batch_tokens
-        self._max_batch_windows = max_batch_windows
-        self._large_model = large_model or model_copies is not None
-        self._model_copies = model_copies or 1
+        # Beam's own batching and sharing settings (ModelHandler, 2.72+): batch_elements_kwargs() hands the first
+        # three to EmbedWindows' SortAndBatchElements; large_model/model_copies drive share_model_across_processes()
+        # and model_copies() (Beam's multi_process_shared).
+        super().__init__(
+            max_batch_size=max_batch_windows,
+            max_batch_weight=max_batch_tokens,
+            element_size_fn=window_tokens,
+            large_model=large_model,
+            model_copies=model_copies,
+        )
         self._model_dir = model_dir
         self._layers = str(LayerChoice.parse(layers))  # validates early; kept as text (cheap to pickle)
         self._device = device
@@ -150,22 +156,6 @@ class ElmoModelHandler(ModelHandler[SentenceWindow, WindowVectors, Elmo]):
             WindowVectors(w.doc_id, w.sentence_index, w.window_index, vectors)
             for w, vectors in zip(batch, outputs, strict=True)
         ]
-
-    def batch_elements_kwargs(self) -> dict[str, Any]:
-        """The token budget of a batch: at most ``max_batch_windows`` windows and ``max_batch_tokens`` tokens."""
-        return {
-            "max_batch_size": self._max_batch_windows,
-            "max_batch_weight": self._max_batch_tokens,
-            "element_size_fn": window_tokens,
-        }
-
-    def share_model_across_processes(self) -> bool:
-        """``large_model``: one model per worker VM, shared by its SDK processes (Beam's multi_process_shared)."""
-        return self._large_model
-
-    def model_copies(self) -> int:
-        """How many shared copies a VM holds when the model is shared across processes (e.g. one per GPU)."""
-        return self._model_copies
 
     def get_num_bytes(self, batch: Sequence[SentenceWindow]) -> int:
         """Input size for RunInference's byte metric: the UTF-8 bytes of the tokens."""
