@@ -317,10 +317,12 @@ cmd_worker_pool() {
       port_in_use "$pool_port" && die "127.0.0.1:$pool_port is in use by another process; set FLINK_WORKER_POOL_PORT"
       local bindir
       bindir="$(dirname "$("$python" -c 'import sys; print(sys.executable)')")"
-      # The pool starts each SDK worker as a bare `python`: the venv's bin must come first on PATH.
-      # One torch thread per worker is the job's own default (--torch_threads); NO_GCE_CHECK: no metadata probe.
+      # Our pool (pipeline/worker_pool.py), not Beam's worker_pool_main: several TaskManagers share it and ask for
+      # workers with equal ids, which Beam's pool confuses (it kills one TaskManager's worker when another releases
+      # its own: issue 12). Workers run with this venv's python. One torch thread per worker is the job's own
+      # default (--torch_threads); NO_GCE_CHECK: no metadata probe.
       PATH="$bindir:$PATH" NO_GCE_CHECK="${NO_GCE_CHECK:-true}" nohup setsid "$bindir/python" \
-        -m apache_beam.runners.worker.worker_pool_main --service_port="$pool_port" \
+        -m pipeline.worker_pool --service_port="$pool_port" --bind=127.0.0.1 \
         >"$run_dir/log/worker-pool.log" 2>&1 </dev/null &
       echo $! >"$pool_pidfile"
       echo "$pool_port" >"$pool_pidfile.port"
