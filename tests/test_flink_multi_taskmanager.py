@@ -79,8 +79,11 @@ def job_report(port: int, jid: str) -> str:
     TaskManager: what a hang looks like."""
     job = _rest(port, f"/jobs/{jid}")
     lines = [f"Flink job {jid}: {job['state']} after {job['duration'] / 1000:.0f} s"]
+    waiting = [v for v in job["vertices"] if v["status"] == "CREATED"]
+    if waiting:
+        lines.append(f"  {len(waiting)} stages CREATED (not scheduled yet), e.g. {waiting[-1]['name'][:100]}")
     for vertex in job["vertices"]:
-        if vertex["status"] == "FINISHED":
+        if vertex["status"] in ("FINISHED", "CREATED"):
             continue
         subtasks = _rest(port, f"/jobs/{jid}/vertices/{vertex['id']}").get("subtasks", [])
         detail = ", ".join(
