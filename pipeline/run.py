@@ -15,7 +15,7 @@ import traceback
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DebugOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineState
 
 from elmo.cli import DEBUG_FLAG, error_line, exit_code_for
@@ -38,6 +38,7 @@ from transforms.write import WriteDeletedIds, WriteErrors, WriteParquet, WriteVe
 
 PROG = "python -m pipeline.run"
 LOCAL_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"  # by full name: any Beam resolves it
+RUNNER_DATA_MESSAGE_BYTES = 256 * 1024  # see bound_runner_data_messages
 _LOG = logging.getLogger(__name__)
 
 
@@ -135,6 +136,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     options = PipelineOptions(argv)  # exact names since Beam 2.66: --output no longer sets --output_executable_path
     if test_pipeline is None and options.view_as(StandardOptions).runner is None:
         options.view_as(StandardOptions).runner = LOCAL_RUNNER
+    bound_runner_data_messages(options)
     opts = options.view_as(EmbedOptions)
     FileSystems.set_options(options)  # the launcher's own gs:// / s3:// calls (S3 needs options before a Pipeline)
     runner = (test_pipeline.options if test_pipeline is not None else options).view_as(StandardOptions).runner
@@ -160,6 +162,24 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     print(format_summary(summary), flush=True)
     result.summary = summary  # for callers and tests
     return result
+
+
+def bound_runner_data_messages(options: PipelineOptions) -> None:
+    """On a job-service runner (Flink, portable): ``--experiments=data_buffer_size_limit=RUNNER_DATA_MESSAGE_BYTES``
+    unless given.
+
+    The Java runner sends a stage's input to its SDK worker in gRPC messages of ``data_buffer_size_limit`` bytes
+    (default 1 MB) and checks the stream's flow control only every 64 messages, so up to 64 MB per running stage
+    sit in the TaskManager's direct (off-heap) memory; with 2 slots and Flink's default 128 MB of framework
+    off-heap memory that ran out at 400k tokens (issue 12: ``OutOfMemoryError: Direct buffer memory``). Smaller
+    messages bound it to 64 x 256 KB = 16 MB per stage, whatever the data.
+    """
+    runner = (options.view_as(StandardOptions).runner or "").rsplit(".", 1)[-1]
+    if runner not in ("FlinkRunner", "PortableRunner"):
+        return
+    debug = options.view_as(DebugOptions)
+    if not any(e.startswith("data_buffer_size_limit=") for e in debug.experiments or []):
+        debug.add_experiment(f"data_buffer_size_limit={RUNNER_DATA_MESSAGE_BYTES}")
 
 
 def _claim(run_dir: str, output: str) -> Owner:

@@ -32,7 +32,8 @@ from apache_beam.utils import thread_pool_executor
 _LOG = logging.getLogger("pipeline.worker_pool")
 _HARNESS = (
     "from apache_beam.runners.worker.sdk_worker import SdkHarness; "
-    "SdkHarness({url!r}, worker_id={worker_id!r}, state_cache_size={cache}, data_buffer_time_limit_ms={buffer_ms}).run()"
+    "SdkHarness({url!r}, worker_id={worker_id!r}, state_cache_size={cache}, "
+    "data_buffer_time_limit_ms={buffer_ms}).run()"
 )
 
 
@@ -67,7 +68,10 @@ class SharedWorkerPool(beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolServicer):
             sys.executable,
             "-c",
             _HARNESS.format(
-                url=request.control_endpoint.url, worker_id=request.worker_id, cache=self._cache, buffer_ms=self._buffer_ms
+                url=request.control_endpoint.url,
+                worker_id=request.worker_id,
+                cache=self._cache,
+                buffer_ms=self._buffer_ms,
             ),
         ]
         try:

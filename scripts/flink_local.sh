@@ -197,12 +197,17 @@ jobmanager.execution.failover-strategy: region
 taskmanager.host: 127.0.0.1
 taskmanager.bind-host: 127.0.0.1
 taskmanager.numberOfTaskSlots: $slots
-taskmanager.memory.process.size: 2g
+# Per TaskManager, whatever the input size (docs/flink.md "What a cluster needs"): 2.25 GB in all.
+taskmanager.memory.process.size: 2304m
 # Beam's batch translation deploys every stage of the job at once (~50 tasks per slot for this pipeline), each
 # with its own network channels: Flink's default network memory (~110 MB of 32 KB buffers) is too little
 taskmanager.memory.network.min: 384mb
 taskmanager.memory.network.max: 384mb
 taskmanager.memory.segment-size: 16kb
+# The gRPC streams to the Python SDK workers use direct memory outside Flink's network buffers: up to 64
+# messages of --experiments=data_buffer_size_limit (the job sets 256 KB) per running stage and slot, plus
+# Flink's own netty; 128 MB of framework off-heap alone ran out at 400k tokens with Beam's 1 MB default.
+taskmanager.memory.task.off-heap.size: 128m
 taskmanager.memory.managed.fraction: 0.2
 parallelism.default: $slots
 rest.address: 127.0.0.1
