@@ -113,7 +113,8 @@ def build_pipeline(p: beam.Pipeline, opts: EmbedOptions, plan: RunPlan, owner: O
         ) | "Changes" >> beam.Flatten()
     counts = count_inputs | "CountOutcomes" >> CountOutcomes()
     runner = p.options.view_as(StandardOptions).runner
-    latest = (opts.output, plan.run_date, plan.fingerprint) if plan.run_date else None
+    output = run_dir.rsplit("/", 1)[0]  # --output, absolute when local (the commit step may run elsewhere)
+    latest = (output, plan.run_date, plan.fingerprint) if plan.run_date else None
     manifest = WriteManifest(
         run_dir, plan.manifest_base(opts, runner), owner.token, opts.max_failed_fraction, record_latest=latest
     )
