@@ -30,8 +30,21 @@ from apache_beam.portability.api import beam_fn_api_pb2, beam_fn_api_pb2_grpc
 from apache_beam.utils import thread_pool_executor
 
 _LOG = logging.getLogger("pipeline.worker_pool")
+# Python's data plane sends a stage's outputs to the runner in messages of up to 10 MB and the Java runner queues
+# up to 100 of them per running stage on its heap: up to 1 GB per slot, which ran a 2.25 GB TaskManager out of
+# heap at 1.6M tokens (a gRPC thread died with OutOfMemoryError and the stage then waited forever). Workers of
+# this pool flush at SDK_DATA_MESSAGE_BYTES instead: at most 100 MB per running stage.
+SDK_DATA_MESSAGE_BYTES = 1 << 20
+_BOUND_MESSAGES = (
+    "import apache_beam.runners.worker.data_plane as dp; "
+    "dp._DEFAULT_SIZE_FLUSH_THRESHOLD = {limit}; "
+    "dp.SizeBasedBufferingClosableOutputStream.__init__.__defaults__ = "
+    "(None, None, {limit}) + dp.SizeBasedBufferingClosableOutputStream.__init__.__defaults__[3:]; "
+    "dp.TimeBasedBufferingClosableOutputStream.__init__.__defaults__ = "
+    "(None, None, {limit}) + dp.TimeBasedBufferingClosableOutputStream.__init__.__defaults__[3:]; "
+)
 _HARNESS = (
-    "from apache_beam.runners.worker.sdk_worker import SdkHarness; "
+    _BOUND_MESSAGES + "from apache_beam.runners.worker.sdk_worker import SdkHarness; "
     "SdkHarness({url!r}, worker_id={worker_id!r}, state_cache_size={cache}, "
     "data_buffer_time_limit_ms={buffer_ms}).run()"
 )
@@ -72,6 +85,7 @@ class SharedWorkerPool(beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolServicer):
                 worker_id=request.worker_id,
                 cache=self._cache,
                 buffer_ms=self._buffer_ms,
+                limit=SDK_DATA_MESSAGE_BYTES,
             ),
         ]
         try:

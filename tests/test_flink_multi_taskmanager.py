@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -109,7 +110,13 @@ def run_bounded(argv: list[str], env: dict, port: int, deadline_s: float) -> tup
     log = Path(env.get("TMPDIR", "/tmp")) / f"flink-2tm-{os.getpid()}-{time.time_ns()}.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-c", RUN_JOB, *argv], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, text=True
+            [sys.executable, "-c", RUN_JOB, *argv],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # its own process group: the job server it starts goes with it
         )
         started, jid = time.monotonic(), None
         while proc.poll() is None:
@@ -119,7 +126,7 @@ def run_bounded(argv: list[str], env: dict, port: int, deadline_s: float) -> tup
                 report = job_report(port, jid) if jid else "no Flink job was submitted"
                 if jid:
                     _cancel(port, jid)
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
                 pytest.fail(
                     f"the job did not finish within {deadline_s:.0f} s on {TASKMANAGERS} TaskManagers:\n{report}\n"
