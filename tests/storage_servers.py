@@ -337,6 +337,16 @@ def set_environment(env: dict[str, str]) -> dict[str, str | None]:
     return previous
 
 
+def clear_fsspec_clients() -> None:
+    """Forgets fsspec's cached gcsfs/s3fs filesystems: they keep the endpoint of the environment they were made in,
+    which another test module's (stopped) server may have set."""
+    import gcsfs
+    import s3fs
+
+    gcsfs.GCSFileSystem.clear_instance_cache()
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
 def restore_environment(previous: dict[str, str | None]) -> None:
     for key, value in previous.items():
         if value is None:
@@ -362,6 +372,7 @@ def storage_servers(tmp_path_factory):
             server.start()
         env = client_environment(servers["gs"], servers["s3"])
         previous = set_environment({**env, "ELMO_MODEL_CACHE": str(root / "model-cache")})
+        clear_fsspec_clients()
         from transforms.beam_fixes import skip_adc_for_gcs_emulator
 
         skip_adc_for_gcs_emulator()
@@ -372,3 +383,4 @@ def storage_servers(tmp_path_factory):
             server.stop()
         if previous is not None:
             restore_environment(previous)
+        clear_fsspec_clients()

@@ -247,7 +247,7 @@ def test_token_rows_one_per_occurrence(senses):
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """moto's S3 server, the standard AWS variables pointing at it (restored afterwards), a bucket."""
-    from tests.storage_servers import restore_environment, s3_server, set_environment
+    from tests.storage_servers import clear_fsspec_clients, restore_environment, s3_server, set_environment
 
     server = s3_server(tmp_path_factory.mktemp("s3")).start()
     previous = None
@@ -256,6 +256,8 @@ def s3(tmp_path_factory):
         previous = set_environment({**env, "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"})
         import boto3
 
+        clear_fsspec_clients()  # fsspec caches filesystems: an earlier module's server is gone
+
         boto3.client("s3").create_bucket(Bucket="search-test")
         options = {"aws_endpoint": server.url, "allow_http": "true", "aws_region": "us-east-1"}
         yield {**options, "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -263,6 +265,7 @@ def s3(tmp_path_factory):
         server.stop()
         if previous is not None:
             restore_environment(previous)
+        clear_fsspec_clients()
 
 
 def test_run_folder_and_index_on_s3(sample, s3):
