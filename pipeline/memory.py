@@ -339,27 +339,13 @@ def check_local_run(
     available memory (``limit_flag`` names it in the message); 0 disables the check. Returns the estimate in bytes
     (for the log)."""
     files = list(files)
-    estimate = estimate_local_peak_bytes(
-        files,
-        token_vectors=token_vectors,
-        layers=layers,
-        output_dim=output_dim,
-        n_layers=n_layers,
-        dtype=dtype,
-        workers=workers,
-    )
+    shape = {"token_vectors": token_vectors, "layers": layers, "output_dim": output_dim, "n_layers": n_layers}
+    shape.update(dtype=dtype, workers=workers)
+    estimate = estimate_local_peak_bytes(files, **shape)
     if limit_gb == 0:
         return estimate
     settings = describe_settings(token_vectors=token_vectors, layers=layers, n_layers=n_layers, workers=workers)
-    base = estimate_local_peak_bytes(
-        [],
-        token_vectors=token_vectors,
-        layers=layers,
-        output_dim=output_dim,
-        n_layers=n_layers,
-        dtype=dtype,
-        workers=workers,
-    )
+    base = estimate_local_peak_bytes([], **shape)  # start-up alone: what no split of the input can save
     details = {"input_size": input_bytes(files), "settings": settings, "base": base}
     if limit_gb is not None:
         check_local_memory(estimate, int(limit_gb * 1e9), limit_fraction=1.0, bound_flag=limit_flag, **details)

@@ -129,9 +129,9 @@ def _runner_flags(*args: str) -> list[str]:
     return proc.stdout.split()
 
 
-@pytest.fixture(scope="module")
-def flink_run(cluster, tmp_path_factory) -> dict:
-    """The sample through FlinkRunner on the cluster; returns the final state, the run summary and timings."""
+def _run_on_flink(cluster: dict, *job_flags: str) -> dict:
+    """The job (tiny model, ``job_flags``) with the flags ``run_pipeline.sh flink`` adds, on the cluster; returns
+    its final state and summary, or fails the test with the job's output and the Flink logs."""
     user_flags = [
         f"--flink_master=127.0.0.1:{cluster['rest_port']}",
         "--environment_type=EXTERNAL",
@@ -139,35 +139,35 @@ def flink_run(cluster, tmp_path_factory) -> dict:
     ]
     runner_flags = _runner_flags(*user_flags)
     assert "--runner=FlinkRunner" in runner_flags and f"--parallelism={PARALLELISM}" in runner_flags
-    output = tmp_path_factory.mktemp("flink")
-    argv = [
-        f"--input={SAMPLE_GLOB}",
-        f"--output={output}",
-        f"--model={BUILTIN_MODEL}",
-        *runner_flags,
-        *user_flags,
-    ]
-    proc = _timed(
-        "job on Flink (launch + job server + run)",
-        cluster["timings"],
-        lambda: subprocess.run(
-            [sys.executable, "-c", RUN_JOB, *argv],
-            cwd=REPO,
-            env=cluster["env"],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        ),
+    argv = [f"--model={BUILTIN_MODEL}", *job_flags, *runner_flags, *user_flags]
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN_JOB, *argv],
+        cwd=REPO,
+        env=cluster["env"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
     )
     if proc.returncode != 0:
         pytest.fail(
             f"the job failed on Flink ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}\n"
             + _flink_logs()
         )
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("FLINK_TEST_RESULT "))
-    result = json.loads(line.split(" ", 1)[1])
     print(proc.stdout)
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("FLINK_TEST_RESULT "))
+    return json.loads(line.split(" ", 1)[1])
+
+
+@pytest.fixture(scope="module")
+def flink_run(cluster, tmp_path_factory) -> dict:
+    """The sample through FlinkRunner on the cluster; returns the final state, the run summary and timings."""
+    output = tmp_path_factory.mktemp("flink")
+    result = _timed(
+        "job on Flink (launch + job server + run)",
+        cluster["timings"],
+        lambda: _run_on_flink(cluster, f"--input={SAMPLE_GLOB}", f"--output={output}"),
+    )
     return {**result, "run_dir": Path(result["summary"]["run_dir"])}
 
 
@@ -267,32 +267,9 @@ def test_a_nightly_day2_on_flink_carries_the_local_day1(cluster, local_run, tmp_
     lines = (day2 / "1790-washington.txt").read_text().splitlines()
     edited = [line + " The committee met on a Tuesday." if i % 10 == 3 else line for i, line in enumerate(lines)]
     (day2 / "1790-washington.txt").write_text("\n".join(["A new first line about canals.", *edited]) + "\n")
-    user_flags = [
-        f"--flink_master=127.0.0.1:{cluster['rest_port']}",
-        "--environment_type=EXTERNAL",
-        f"--environment_config=127.0.0.1:{cluster['pool_port']}",
-    ]
-    argv = [
-        f"--input={day2}/*",
-        f"--output={tmp_path / 'flink'}",
-        f"--model={BUILTIN_MODEL}",
-        f"--previous_run={local_run}",
-        *_runner_flags(*user_flags),
-        *user_flags,
-    ]
-    proc = subprocess.run(
-        [sys.executable, "-c", RUN_JOB, *argv],
-        cwd=REPO,
-        env=cluster["env"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"the nightly job failed on Flink:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}\n" + _flink_logs())
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("FLINK_TEST_RESULT "))
-    summary = json.loads(line.split(" ", 1)[1])["summary"]
+    summary = _run_on_flink(
+        cluster, f"--input={day2}/*", f"--output={tmp_path / 'flink'}", f"--previous_run={local_run}"
+    )["summary"]
     counts = summary["counts"]
     assert summary["previous_run"]["mode"] == "incremental" and summary["reconciled"]
     assert 0 < counts["sentences_embedded"] < counts["sentences"] / 4 and counts["sentences_carried"] > 0
