@@ -17,12 +17,14 @@ from torch.nn import functional as F
 
 from elmo.chars import bos_ids, eos_ids
 from elmo.config import N_CHARACTERS_INFERENCE, ElmoConfig
+from elmo.token_cache import DEFAULT_CHUNK_ROWS, TokenCache, encode_in_chunks
 
 FORGET_BIAS = 1.0  # TensorFlow's LSTMCell adds this to the forget gate; it is not in the weights file.
 
 
 class ClipCounter:
-    """Counts how many memory-cell and projection elements were clipped (a diagnostic, off by default)."""
+    """Counts how many memory-cell and projection elements were clipped (a diagnostic, off by default: with no
+    counter set the step does no counting work). In the bit-exact mode the padding rows of a chunk are counted too."""
 
     def __init__(self) -> None:
         self.cell_clipped = 0
@@ -30,13 +32,16 @@ class ClipCounter:
         self.proj_clipped = 0
         self.proj_total = 0
 
-    def add(self, cell: torch.Tensor, cell_clip: float | None, proj: torch.Tensor, proj_clip: float | None) -> None:
-        """Counts elements of the unclipped ``cell`` (N, D) and ``proj`` (N, P) of the N rows that ran a step."""
+    def add_cell(self, cell: torch.Tensor, cell_clip: float | None) -> None:
+        """Counts the elements of an unclipped memory cell (..., D) beyond ``cell_clip``."""
         if cell_clip:
             self.cell_clipped += int((cell.abs() > cell_clip).sum())
+        self.cell_total += cell.numel()
+
+    def add_proj(self, proj: torch.Tensor, proj_clip: float | None) -> None:
+        """Counts the elements of an unclipped projection (..., P) beyond ``proj_clip``."""
         if proj_clip:
             self.proj_clipped += int((proj.abs() > proj_clip).sum())
-        self.cell_total += cell.numel()
         self.proj_total += proj.numel()
 
 
@@ -75,7 +80,9 @@ class CharEncoder(nn.Module):
 
 
 class LstmLayer(nn.Module):
-    """One unidirectional LSTM layer with a projected, clipped hidden state (TF LSTMCell(num_proj=P))."""
+    """One unidirectional LSTM layer with a projected, clipped hidden state (TF LSTMCell(num_proj=P)).
+
+    It holds the parameters; ``run_layer_pair`` runs the forward and backward layers of one depth together."""
 
     def __init__(
         self, input_dim: int, cell_dim: int, projection_dim: int, cell_clip: float | None, proj_clip: float | None
@@ -89,46 +96,161 @@ class LstmLayer(nn.Module):
         self.cell_clip = cell_clip
         self.proj_clip = proj_clip
 
-    def forward(
-        self,
-        inputs: torch.Tensor,
-        active_rows: list[int],
-        h: torch.Tensor,
-        c: torch.Tensor,
-        clip_counter: ClipCounter | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Runs left to right over right-padded rows sorted longest first (inference only: updates in place).
-
-        inputs (B, S, in), h (B, P), c (B, D); ``active_rows[t]`` = rows still running at step t (non-increasing),
-        so each step computes only those rows, as AllenNLP does. -> outputs (B, S, P), zero past each row's end,
-        and each row's final (h, c): its state after its last step.
-        """
+    def bias_with_forget(self) -> torch.Tensor:
+        """The gate bias with TensorFlow's forget bias added to the f block: (4D,)."""
         d = self.cell_dim
         bias = self.bias.clone()
         bias[2 * d : 3 * d] += FORGET_BIAS
-        x_part = torch.matmul(inputs, self.kernel[: self.input_dim]) + bias  # (B, S, 4D)
-        h_kernel = self.kernel[self.input_dim :]  # (P, 4D)
-        h, c = h.clone(), c.clone()
-        outputs = inputs.new_zeros(inputs.shape[0], inputs.shape[1], h.shape[-1])  # (B, S, P)
-        for t, n in enumerate(active_rows):
-            if n == 0:
-                break
-            z = torch.addmm(x_part[:n, t], h[:n], h_kernel)  # (n, 4D)
-            i, j, f, o = z.split(d, dim=-1)
-            cell = torch.sigmoid(i) * torch.tanh(j) + torch.sigmoid(f) * c[:n]  # (n, D)
-            raw_cell = cell
-            if self.cell_clip:
-                cell = cell.clamp(-self.cell_clip, self.cell_clip)
-            hidden = torch.matmul(torch.sigmoid(o) * torch.tanh(cell), self.projection)  # (n, P)
-            raw_hidden = hidden
-            if self.proj_clip:
-                hidden = hidden.clamp(-self.proj_clip, self.proj_clip)
-            if clip_counter is not None:
-                clip_counter.add(raw_cell, self.cell_clip, raw_hidden, self.proj_clip)
-            c[:n] = cell
-            h[:n] = hidden
-            outputs[:n, t] = hidden
-        return outputs, h, c
+        return bias
+
+
+@dataclass(frozen=True)
+class Arithmetic:
+    """How the biLM does its arithmetic (results differ only in float rounding, except ``bf16``).
+
+    ``row_chunk``: when set, every GEMM of the LSTM runs on chunks of exactly this many rows (rows padded), and
+    the input GEMM on chunks of ``input_rows`` rows, so that a row's bits never depend on the batch around it (the
+    bit-exact mode). ``bf16``: GEMM operands in bfloat16 (products accumulated, and the cell state kept, in the
+    model's float type)."""
+
+    row_chunk: int | None = None
+    input_rows: int = 256
+    bf16: bool = False
+
+
+class _PairStep:
+    """The LSTM step of a forward/backward layer pair, with the stacked parameters of both directions.
+
+    Shapes: gates (2, n, 4D), h (2, n, P), c (2, n, D) for the n rows computed."""
+
+    def __init__(self, layers: tuple[LstmLayer, LstmLayer], arithmetic: Arithmetic):
+        first = layers[0]
+        self.d = first.cell_dim
+        self.cell_clip, self.proj_clip = first.cell_clip, first.proj_clip
+        self.gemm_dtype = torch.bfloat16 if arithmetic.bf16 else None
+        self.input_kernel = self._operand(torch.stack([layer.kernel[: layer.input_dim] for layer in layers]))
+        self.hidden_kernel = self._operand(torch.stack([layer.kernel[layer.input_dim :] for layer in layers]))
+        self.projection = self._operand(torch.stack([layer.projection for layer in layers]))  # (2, D, P)
+        self.bias = torch.stack([layer.bias_with_forget() for layer in layers]).unsqueeze(1)  # (2, 1, 4D)
+
+    def _operand(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight if self.gemm_dtype is None else weight.to(self.gemm_dtype)
+
+    def matmul(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Batched x (2, n, K) @ weight (2, K, N) in the GEMM dtype, result in x's dtype."""
+        if self.gemm_dtype is None:
+            return torch.bmm(x, weight)
+        return torch.bmm(x.to(self.gemm_dtype), weight).to(x.dtype)
+
+    def input_part(self, inputs: torch.Tensor) -> torch.Tensor:
+        """x @ W_x + bias for every position at once: inputs (2, R, in) -> (2, R, 4D)."""
+        if self.gemm_dtype is None:
+            return torch.baddbmm(self.bias, inputs, self.input_kernel)
+        return self.matmul(inputs, self.input_kernel) + self.bias
+
+    def __call__(
+        self, x_part: torch.Tensor, h: torch.Tensor, c: torch.Tensor, clip_counter: ClipCounter | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step: x_part (2, n, 4D), previous h (2, n, P) and c (2, n, D) -> new (hidden, cell)."""
+        gates = self.matmul(h, self.hidden_kernel).add_(x_part)  # (2, n, 4D), h contiguous
+        i, j, f, o = gates.split(self.d, dim=-1)
+        cell = torch.addcmul(i.sigmoid_() * j.tanh_(), f.sigmoid_(), c)  # (2, n, D)
+        if clip_counter is not None:
+            clip_counter.add_cell(cell, self.cell_clip)
+        if self.cell_clip:
+            cell.clamp_(-self.cell_clip, self.cell_clip)
+        hidden = self.matmul(o.sigmoid_().mul_(torch.tanh(cell)), self.projection)  # (2, n, P)
+        if clip_counter is not None:
+            clip_counter.add_proj(hidden, self.proj_clip)
+        if self.proj_clip:
+            hidden.clamp_(-self.proj_clip, self.proj_clip)
+        return hidden, cell
+
+
+def _chunked_rows(function, x: torch.Tensor, rows: int) -> torch.Tensor:
+    """``function`` over x (2, N, K) in calls of exactly ``rows`` rows (the last padded with zeros) -> (2, N, ·)."""
+    n = x.shape[1]
+    padded = -(-n // rows) * rows
+    if padded != n:
+        x = torch.cat([x, x.new_zeros(x.shape[0], padded - n, x.shape[2])], dim=1)
+    return torch.cat([function(x[:, start : start + rows]) for start in range(0, padded, rows)], dim=1)[:, :n]
+
+
+def run_layer_pair(
+    layers: tuple[LstmLayer, LstmLayer],
+    inputs: torch.Tensor,
+    active_rows: list[int],
+    h: torch.Tensor,
+    c: torch.Tensor,
+    arithmetic: Arithmetic = Arithmetic(),
+    clip_counter: ClipCounter | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Runs the forward and the backward layer of one depth in lockstep (inference only).
+
+    The input is packed time-major (``pack_positions``): inputs (2, N, in) holds, for each step t, the
+    ``active_rows[t]`` rows still running at t (rows sorted longest first, the backward direction already reversed
+    within each row), N = sum(active_rows). So the input GEMM covers real tokens only, and each step reads one
+    contiguous slice. h (2, B, P), c (2, B, D): the initial state. Both directions have the same active rows at
+    every step, so a step is one batched GEMM for both; the running state is kept contiguous (rows that stop are
+    moved out). -> outputs (2, N, P) packed like the input, and each row's final (h, c) (2, B, ·): its state
+    after its last step.
+    """
+    step = _PairStep(layers, arithmetic)
+    if arithmetic.row_chunk is None:
+        x_part = step.input_part(inputs)  # (2, N, 4D)
+    else:
+        x_part = _chunked_rows(step.input_part, inputs, arithmetic.input_rows)
+    final_h, final_c = h.clone(), c.clone()  # each row's state once it has stopped
+    h, c = h.contiguous(), c.contiguous()  # (2, n, ·): the rows still running
+    outputs = inputs.new_empty(2, inputs.shape[1], h.shape[-1])  # (2, N, P)
+    offset = 0
+    for n in active_rows:
+        if n < h.shape[1]:  # rows [n, running) stopped after the previous step
+            final_h[:, n : h.shape[1]] = h[:, n:]
+            final_c[:, n : c.shape[1]] = c[:, n:]
+            h, c = h[:, :n].contiguous(), c[:, :n].contiguous()
+        if n == 0:
+            break
+        x_t = x_part[:, offset : offset + n]  # (2, n, 4D)
+        if arithmetic.row_chunk is None:
+            h, c = step(x_t, h, c, clip_counter)
+        else:
+            h, c = _step_in_chunks(step, x_t, h, c, arithmetic.row_chunk, clip_counter)
+        outputs[:, offset : offset + n] = h
+        offset += n
+    final_h[:, : h.shape[1]] = h
+    final_c[:, : c.shape[1]] = c
+    return outputs, final_h, final_c
+
+
+def pack_positions(active_rows: list[int], steps: int, device: torch.device) -> torch.Tensor:
+    """Flat indices into (B*S) of the real positions in time-major order: for each step t, rows 0..active_rows[t]-1.
+    -> (N,) int64, N = sum(active_rows). ``x.reshape(2, B*S, ·)[:, index]`` packs; assigning through it unpacks."""
+    counts = torch.tensor(active_rows, device=device)
+    step_of = torch.repeat_interleave(torch.arange(len(active_rows), device=device), counts)  # (N,)
+    starts = torch.cumsum(counts, 0) - counts  # (S,) first packed index of each step
+    row_of = torch.arange(step_of.shape[0], device=device) - starts[step_of]  # (N,)
+    return row_of * steps + step_of
+
+
+def _step_in_chunks(
+    step: _PairStep, x_part: torch.Tensor, h: torch.Tensor, c: torch.Tensor, chunk: int, clip_counter
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step as calls of exactly ``chunk`` rows (rows past n are zero padding, computed and dropped):
+    x_part (2, n, 4D), h (2, n, P), c (2, n, D) -> hidden (2, n, P), cell (2, n, D), contiguous."""
+    n = h.shape[1]
+    padded = -(-n // chunk) * chunk
+    if padded != n:
+        x_part, h, c = (torch.cat([x, x.new_zeros(2, padded - n, x.shape[2])], dim=1) for x in (x_part, h, c))
+    pieces = [
+        step(x_part[:, i : i + chunk], h[:, i : i + chunk], c[:, i : i + chunk], clip_counter)
+        for i in range(0, padded, chunk)
+    ]
+    hidden = torch.cat([piece[0] for piece in pieces], dim=1)
+    cell = torch.cat([piece[1] for piece in pieces], dim=1)
+    if padded != n:
+        hidden, cell = hidden[:, :n].contiguous(), cell[:, :n].contiguous()
+    return hidden, cell
 
 
 @dataclass
@@ -168,7 +290,9 @@ class BiLm(nn.Module):
     """Char encoder + independent forward and backward LSTM stacks.
 
     ``forward`` takes char ids without boundaries (B, T, C) and returns layers (L+1, B, T, 2P), zero at padded
-    positions, plus the final LSTM state (for stateful use).
+    positions, plus the final LSTM state (for stateful use). Settable attributes: ``token_cache`` (a
+    ``TokenCache``: layer-0 vectors kept across batches), ``arithmetic`` (bit-exact chunks, bf16) and
+    ``clip_counter`` (diagnostics).
     """
 
     def __init__(self, config: ElmoConfig):
@@ -186,6 +310,8 @@ class BiLm(nn.Module):
         width = config.char_cnn.max_characters_per_token
         self.register_buffer("bos_ids", torch.from_numpy(bos_ids(width)), persistent=False)
         self.register_buffer("eos_ids", torch.from_numpy(eos_ids(width)), persistent=False)
+        self.token_cache: TokenCache | None = None
+        self.arithmetic = Arithmetic()
         self.clip_counter: ClipCounter | None = None
 
     def zero_state(self, batch_size: int) -> BiLmState:
@@ -209,11 +335,17 @@ class BiLm(nn.Module):
         return with_bounds, lengths + 2
 
     def token_representations(self, char_ids: torch.Tensor) -> torch.Tensor:
-        """Char encoder over every position: (B, S, C) -> (B, S, P), each distinct token encoded once."""
+        """Char encoder over every position: (B, S, C) -> (B, S, P), each distinct token encoded once (and, with a
+        token cache, once per process; in the bit-exact mode in fixed-size chunks)."""
         batch, steps, width = char_ids.shape
         flat = char_ids.reshape(-1, width)  # (B*S, C)
         unique, inverse = torch.unique(flat, dim=0, return_inverse=True)  # (U, C), (B*S,)
-        encoded = self.char_encoder(unique)  # (U, P)
+        if self.token_cache is not None:
+            encoded = self.token_cache.encode(self.char_encoder, unique)  # (U, P)
+        elif self.arithmetic.row_chunk is not None:
+            encoded = encode_in_chunks(self.char_encoder, unique, DEFAULT_CHUNK_ROWS)
+        else:
+            encoded = self.char_encoder(unique)  # (U, P)
         return encoded[inverse].view(batch, steps, -1)
 
     def forward(self, char_ids: torch.Tensor, initial_state: BiLmState | None = None) -> tuple[torch.Tensor, BiLmState]:
@@ -228,33 +360,31 @@ class BiLm(nn.Module):
         mask = torch.arange(steps, device=ids.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B, S)
         token_repr = self.token_representations(ids) * mask.unsqueeze(-1)  # (B, S, P)
         state = initial_state if initial_state is not None else self.zero_state(batch)
-        state_h, state_c = state.h[:, :, order], state.c[:, :, order]
+        state_h, state_c = state.h[:, :, order], state.c[:, :, order]  # (2, L, B, ·)
 
-        per_direction = []
-        final_h, final_c = [], []
-        for direction, layers in enumerate(self.directions):
-            inputs = token_repr if direction == 0 else reverse_within_length(token_repr, lengths)
-            outputs, hs, cs = [], [], []
-            for index, layer in enumerate(layers):
-                out, h, c = layer(
-                    inputs, active_rows, state_h[direction, index], state_c[direction, index], self.clip_counter
-                )
-                if index > 0 and self.config.lstm.use_skip_connections:
-                    out = out + inputs
-                outputs.append(out)
-                hs.append(h)
-                cs.append(c)
-                inputs = out
-            if direction == 1:
-                outputs = [reverse_within_length(o, lengths) for o in outputs]
-            per_direction.append(outputs)
-            final_h.append(torch.stack(hs))
-            final_c.append(torch.stack(cs))
+        index = pack_positions(active_rows, steps, ids.device)  # (N,)
+        both = torch.stack([token_repr, reverse_within_length(token_repr, lengths)])  # (2, B, S, P)
+        inputs = both.reshape(2, batch * steps, -1)[:, index]  # (2, N, P)
+        outputs, final_h, final_c = [], [], []
+        for depth, pair in enumerate(zip(*self.directions, strict=True)):
+            out, h, c = run_layer_pair(
+                pair, inputs, active_rows, state_h[:, depth], state_c[:, depth], self.arithmetic, self.clip_counter
+            )  # (2, N, P), (2, B, P), (2, B, D)
+            if depth > 0 and self.config.lstm.use_skip_connections:
+                out = out + inputs
+            outputs.append(out)
+            final_h.append(h)
+            final_c.append(c)
+            inputs = out
 
         layers = [torch.cat([token_repr, token_repr], dim=-1)]  # (B, S, 2P): layer 0 duplicated
-        layers += [torch.cat([fwd, bwd], dim=-1) for fwd, bwd in zip(*per_direction, strict=True)]
+        for out in outputs:
+            padded = out.new_zeros(2, batch * steps, out.shape[-1])
+            padded[:, index] = out
+            padded = padded.view(2, batch, steps, -1)  # (2, B, S, P), zero past each row's end
+            layers.append(torch.cat([padded[0], reverse_within_length(padded[1], lengths)], dim=-1))
         stacked = torch.stack(layers)[:, restore, 1 : tokens + 1]  # (L+1, B, T, 2P), input order, no boundaries
         token_mask = (char_ids > 0).any(-1)  # (B, T)
         stacked = stacked * token_mask.unsqueeze(0).unsqueeze(-1)
-        final = BiLmState(torch.stack(final_h)[:, :, restore], torch.stack(final_c)[:, :, restore])
+        final = BiLmState(torch.stack(final_h, dim=1)[:, :, restore], torch.stack(final_c, dim=1)[:, :, restore])
         return stacked, final
