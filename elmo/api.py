@@ -21,22 +21,28 @@ import numbers
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from elmo import storage
+from elmo.bf16 import bf16_refusal
 from elmo.chars import batch_to_ids
 from elmo.config import ElmoConfig
 from elmo.errors import ConfigError, ModelFilesError
 from elmo.mix import LayerChoice, apply_layer_choice
-from elmo.model import BiLm, BiLmState
+from elmo.model import Arithmetic, BiLm, BiLmState
+from elmo.token_cache import DEFAULT_CAPACITY, CacheStats, TokenCache
 from elmo.weights import fingerprint, load_weights, save_weights
 
 INITIAL_STATES = ("warm", "zeros")
 MODEL_FILES = ("options.json", "weights.hdf5")
 DEFAULT_INITIAL_STATE = "warm"  # measured closer to a warmed-up stateful run than zeros (README, elmo.state)
 DEVICE_TYPES = ("cpu", "cuda", "mps")
+# Bit-exact mode: rows per LSTM step GEMM. Measured on the pipeline's length-sorted batches (bench_inference.py):
+# smaller chunks waste less padding as rows finish, larger ones run the GEMM closer to its peak.
+BIT_EXACT_ROWS = 32
 
 
 def validate_device(device: str | torch.device) -> torch.device:
@@ -88,6 +94,16 @@ def check_sentences(sentences: Iterable[Sequence[str]]) -> list[list[str]]:
     return checked
 
 
+def _check_speed_settings(token_cache_size: int, device: torch.device, bf16: bool) -> None:
+    """``ConfigError`` for a token cache size that is not an integer >= 0, or bf16 where it would be slower."""
+    if isinstance(token_cache_size, bool) or not isinstance(token_cache_size, numbers.Integral) or token_cache_size < 0:
+        raise ConfigError(f"token_cache_size must be an integer >= 0, not {token_cache_size!r}")
+    if bf16:
+        refusal = bf16_refusal(device)
+        if refusal:
+            raise ConfigError(f"bf16 refused: {refusal}; use float32")
+
+
 def _check_batch_size(batch_size: int) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
@@ -122,13 +138,29 @@ def check_model_directory(model_dir: str | os.PathLike) -> None:
 
 
 class Elmo:
-    """A loaded biLM ready to embed sentences (lists of tokens)."""
+    """A loaded biLM ready to embed sentences (lists of tokens).
 
-    def __init__(self, bilm: BiLm, initial_state: str = DEFAULT_INITIAL_STATE, device: str | torch.device = "cpu"):
+    ``token_cache_size``: distinct tokens whose layer-0 vectors are kept across batches (0: none; exact, see
+    ``elmo.token_cache``). ``bit_exact``: every GEMM on fixed-size row chunks, so a sentence's vectors are the
+    same bytes whatever batch it is embedded in. ``bf16``: bfloat16 GEMMs (cell state and outputs stay in the
+    model's dtype); refused where it would be slower than float32 (``elmo.bf16``)."""
+
+    def __init__(
+        self,
+        bilm: BiLm,
+        initial_state: str = DEFAULT_INITIAL_STATE,
+        device: str | torch.device = "cpu",
+        token_cache_size: int = DEFAULT_CAPACITY,
+        bit_exact: bool = False,
+        bf16: bool = False,
+    ):
         if initial_state not in INITIAL_STATES:
             raise ConfigError(f"initial_state must be one of {INITIAL_STATES}, not {initial_state!r}")
         self.device = validate_device(device)
+        _check_speed_settings(token_cache_size, self.device, bf16)
         self.bilm = bilm.to(self.device).eval().requires_grad_(False)
+        self.bilm.token_cache = TokenCache(int(token_cache_size)) if token_cache_size else None
+        self.bilm.arithmetic = Arithmetic(row_chunk=BIT_EXACT_ROWS if bit_exact else None, bf16=bf16)
         self.config = bilm.config
         self.initial_state_name = initial_state
         self._fixed_state: BiLmState | None = None  # (2, L, 1, ·) when "warm"
@@ -138,6 +170,12 @@ class Elmo:
 
             self._fixed_state = canonical_state(self)
 
+    @property
+    def cache_stats(self) -> CacheStats:
+        """Token cache hits, misses and evictions so far (all zero without a cache)."""
+        cache = self.bilm.token_cache
+        return cache.stats if cache is not None else CacheStats()
+
     @classmethod
     def load(
         cls,
@@ -146,6 +184,7 @@ class Elmo:
         device: str = "cpu",
         dtype: torch.dtype = torch.float32,
         initial_state: str = DEFAULT_INITIAL_STATE,
+        **speed: Any,
     ) -> Elmo:
         """Loads ``options.json`` + weights ``.hdf5`` onto ``device`` ("cpu", "cuda", "cuda:1").
 
@@ -153,7 +192,7 @@ class Elmo:
         ``elmo.storage``). Raises (all ``ConfigError``, naming the culprit, before reading the weights where they
         can): ``ModelFilesError`` for a missing file, ``OptionsError`` for a bad options.json,
         ``WeightsFormatError`` for weights that do not match it or hold NaN/inf, and for an unusable device, dtype
-        or initial state."""
+        or initial state. ``speed`` settings (``token_cache_size``, ``bit_exact``, ``bf16``): see ``Elmo``."""
         validate_device(device)
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise ConfigError(f"dtype must be a floating point torch.dtype, not {dtype!r}")
@@ -162,7 +201,7 @@ class Elmo:
         config = ElmoConfig.from_json(_local_model_file(options, "options file"))
         bilm = BiLm(config)
         load_weights(bilm, _local_model_file(weights, "weights file"))
-        return cls(bilm.to(dtype), initial_state=initial_state, device=device)
+        return cls(bilm.to(dtype), initial_state=initial_state, device=device, **speed)
 
     @classmethod
     def from_directory(cls, model_dir: str | os.PathLike, **kwargs) -> Elmo:
