@@ -159,6 +159,24 @@ class ElmoConfig:
     lstm: LSTMConfig = field(default_factory=LSTMConfig)
     # bilm-tf training fields (absent from published files); kept verbatim, in file order.
     training: dict[str, Any] = field(default_factory=dict)
+    # Whether the char CNN output is projected to P (the weights file's ``CNN_proj``). Not in options.json: the
+    # weights file decides (``elmo.weights.load_weights`` sets it). None: bilm-tf's rule, present unless F == P.
+    # AllenNLP writes ``CNN_proj`` even when F == P and always applies it, so such a file must keep it.
+    char_projection: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.char_projection is False and self.char_cnn.n_filters != self.lstm.projection_dim:
+            raise ConfigError(
+                f"the char CNN has {self.char_cnn.n_filters} filters and lstm.projection_dim is "
+                f"{self.lstm.projection_dim}: it needs the projection (CNN_proj), which only F == P may omit"
+            )
+
+    @property
+    def has_char_projection(self) -> bool:
+        """Whether the char CNN output (N, F) goes through the projection to (N, P) (``CNN_proj``)."""
+        if self.char_projection is None:
+            return self.char_cnn.n_filters != self.lstm.projection_dim
+        return self.char_projection
 
     @property
     def output_dim(self) -> int:

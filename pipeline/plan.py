@@ -99,7 +99,7 @@ def _read_model(model_dir: str) -> _ModelFacts:
     config = ElmoConfig.from_json(os.path.join(local, "options.json"))
     bilm = BiLm(config)
     load_weights(bilm, os.path.join(local, "weights.hdf5"))
-    return _ModelFacts(config, fingerprint(bilm), DEFAULT_INITIAL_STATE)
+    return _ModelFacts(bilm.config, fingerprint(bilm), DEFAULT_INITIAL_STATE)  # the file decided CNN_proj
 
 
 def plan_run(opts: EmbedOptions, runner: str | None = None) -> RunPlan:
