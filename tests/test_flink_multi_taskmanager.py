@@ -163,6 +163,7 @@ def flink_run(cluster, tmp_path_factory) -> dict:
     return {**result, "run_dir": Path(result["summary"]["run_dir"]), "jid": jid}
 
 
+@pytest.mark.integration
 def test_the_job_finishes_on_two_taskmanagers_and_equals_the_local_runner(flink_run, tmp_path):
     assert flink_run["state"] == "DONE"
     run_dir = flink_run["run_dir"]
@@ -183,6 +184,7 @@ def test_the_job_finishes_on_two_taskmanagers_and_equals_the_local_runner(flink_
     assert not any("beam-temp" in str(p) for p in run_dir.rglob("*"))
 
 
+@pytest.mark.integration
 def test_the_job_ran_on_both_taskmanagers(flink_run, cluster):
     port, jid = cluster["rest_port"], flink_run["jid"]
     taskmanagers = {tm["id"] for tm in _rest(port, "/taskmanagers")["taskmanagers"]}

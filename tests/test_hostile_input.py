@@ -209,6 +209,7 @@ def object_stores(tmp_path_factory):
         s3fs.S3FileSystem.clear_instance_cache()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("scheme", ["gs", "s3"])
 def test_object_store_claims_are_exclusive(object_stores, scheme):
     folder = f"{object_stores[scheme]}/out/run-1"

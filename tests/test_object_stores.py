@@ -74,6 +74,7 @@ def _same_as_reference(summary: dict, reference: dict, tmp_path: Path, atol: flo
     return names
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("scheme", ["gs", "s3"])
 def test_pipeline_reads_model_and_inputs_and_writes_outputs_on_the_store(stores, scheme, tmp_path):
     started = time.monotonic()
@@ -89,6 +90,7 @@ INPUT_READ = {"gs": r"GET /download/storage/v1/b/\S+/o/in(%2F|/)|GET \S+/o/in%2F
 SHARD_WRITE = {"gs": r"POST /upload/storage/v1/b/", "s3": r"beam-temp"}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("scheme", ["gs", "s3"])
 def test_store_outage_mid_run_is_retried_and_nothing_is_lost(stores, scheme, tmp_path):
     """The store fails every request (503, open connections dropped) for 3 s when the job first reads input data,
@@ -111,6 +113,7 @@ def test_store_outage_mid_run_is_retried_and_nothing_is_lost(stores, scheme, tmp
     _same_as_reference(summary, stores["reference"], tmp_path)
 
 
+@pytest.mark.integration
 def test_gcs_server_killed_and_restarted_mid_run(stores, tmp_path):
     """The GCS emulator is SIGKILLed when the job first reads input data and comes back 3 s later on the same port
     with the same (on-disk) objects; the clients' retries carry the run through with identical output."""
@@ -137,6 +140,7 @@ def _objects(url: str) -> list[str]:
     return sorted(p[len(root.rstrip("/")) + 1 :] for p in fs.find(root))
 
 
+@pytest.mark.integration
 def test_killed_run_leaves_no_success_and_a_rerun_replaces_it(stores, tmp_path):
     """A run killed (SIGKILL) while writing its shards leaves no ``_SUCCESS``; re-running the same run id
     replaces everything (stale shards of an older attempt with another shard count included), no duplicates."""
@@ -184,6 +188,7 @@ def test_killed_run_leaves_no_success_and_a_rerun_replaces_it(stores, tmp_path):
     print(f"killed run left {len(left)} objects; the re-run holds {len(names)}")
 
 
+@pytest.mark.integration
 def test_model_files_are_fetched_once_per_process_into_a_content_addressed_cache(stores, tmp_path, monkeypatch):
     from elmo import Elmo, storage
     from transforms.files import localize_directory
@@ -216,6 +221,7 @@ def test_model_files_are_fetched_once_per_process_into_a_content_addressed_cache
     )  # no staging directories left behind
 
 
+@pytest.mark.integration
 def test_processes_sharing_the_model_cache_fetch_concurrently_without_corrupting_it(stores, tmp_path):
     """Three processes on one machine fetch the same remote model into one empty cache at the same time: each gets
     a complete copy, all the same directory; no staging directory is left behind."""
@@ -242,6 +248,7 @@ def test_processes_sharing_the_model_cache_fetch_concurrently_without_corrupting
     print(f"fetches per process: {[int(n) for _, n in results]}")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("scheme", ["gs", "s3"])
 def test_elmo_api_and_embed_command_read_and_write_urls(stores, scheme, tmp_path):
     from elmo import Elmo
@@ -267,6 +274,7 @@ def test_elmo_api_and_embed_command_read_and_write_urls(stores, scheme, tmp_path
     assert Elmo.from_directory(f"{scheme}://{bucket}/saved").fingerprint == local.fingerprint
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("scheme", ["gs", "s3"])
 def test_model_fetch_rides_out_a_short_outage(stores, scheme, tmp_path, monkeypatch):
     from elmo import Elmo, storage
@@ -286,6 +294,7 @@ def test_model_fetch_rides_out_a_short_outage(stores, scheme, tmp_path, monkeypa
     assert model.fingerprint == Elmo.from_directory(BUILTIN_MODEL).fingerprint
 
 
+@pytest.mark.integration
 def test_persistent_store_failure_fails_with_the_url(stores, monkeypatch):
     """A store that keeps failing: the model fetch gives up after its retries with a message naming the URL;
     a bucket that does not exist fails the job before it starts, naming the input."""
@@ -312,6 +321,7 @@ def test_persistent_store_failure_fails_with_the_url(stores, monkeypatch):
     print(f"missing bucket: {failure.value}")
 
 
+@pytest.mark.integration
 def test_mixed_locations_in_two_worker_processes(stores, tmp_path):
     """Local input, model on GCS, output on S3, in 2 SDK worker processes: the environment (endpoints, credentials,
     retry settings) reaches the workers and so do our Beam fixes (an empty ``errors/`` shard written to S3)."""
@@ -334,6 +344,7 @@ def test_credentials_in_flags_are_refused_before_anything_runs():
     assert "hunter2" not in str(refused.value)
 
 
+@pytest.mark.integration
 def test_training_reads_its_data_from_s3_and_exports_to_gs(stores, tmp_path):
     from elmo import Elmo
     from elmo.train import main as train_main
@@ -359,6 +370,7 @@ def test_training_reads_its_data_from_s3_and_exports_to_gs(stores, tmp_path):
     assert Elmo.from_directory(export).embed_sentence(["A", "test", "."]).shape == (3, 3, 32)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("scheme", ["gs", "s3"])
 def test_a_nightly_day2_on_the_store_carries_day1_and_equals_a_full_run(stores, scheme, tmp_path):
     """Day 1 and day 2 (every 10th document edited, a line inserted at the top) with input, previous run and

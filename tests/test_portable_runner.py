@@ -83,6 +83,7 @@ def services(tmp_path_factory):
         log.close()
 
 
+@pytest.mark.integration
 def test_run_pipeline_portable_equals_the_local_runner(services, tmp_path):
     started = time.monotonic()
     proc = run_pipeline_sh(
