@@ -190,32 +190,32 @@ def test_killed_run_leaves_no_success_and_a_rerun_replaces_it(stores, tmp_path):
 
 @pytest.mark.integration
 def test_model_files_are_fetched_once_per_process_into_a_content_addressed_cache(stores, tmp_path, monkeypatch):
-    from elmo import Elmo, storage
+    from elmo import Elmo, model_cache
     from transforms.files import localize_directory
 
     monkeypatch.setenv("ELMO_MODEL_CACHE", str(tmp_path / "cache"))
     url = f"gs://{BUCKETS['gs']}/models/cache-test"
     upload_tree(BUILTIN_MODEL, url, MODEL_FILES)
-    start = storage.fetch_count()
+    start = model_cache.fetch_count()
     local = localize_directory(url, ("options.json", "weights.hdf5"))  # the pipeline's path (Beam filesystems)
-    assert storage.fetch_count() == start + 2
+    assert model_cache.fetch_count() == start + 2
     for _ in range(3):  # the model handler's load_model, once per DoFn instance or bundle
         assert localize_directory(url, ("options.json", "weights.hdf5")) == local
     model = Elmo.from_directory(url)  # the elmo API's path (fsspec): same process, same files -> no fetch
-    assert storage.fetch_count() == start + 2
+    assert model_cache.fetch_count() == start + 2
     assert model.fingerprint == Elmo.from_directory(BUILTIN_MODEL).fingerprint
     assert Path(local).parent == tmp_path / "cache" / "content"
-    storage._MEMO.clear()  # as a new process on the same machine: found through the index, not fetched
+    model_cache._MEMO.clear()  # as a new process on the same machine: found through the index, not fetched
     assert localize_directory(url, ("options.json", "weights.hdf5")) == local
-    assert storage.fetch_count() == start + 2
+    assert model_cache.fetch_count() == start + 2
     options = json.loads((BUILTIN_MODEL / "options.json").read_text())
     changed = tmp_path / "changed"
     changed.mkdir()
     (changed / "options.json").write_text(json.dumps(options, indent=4))  # same model, other bytes
     upload_tree(changed, url)
-    storage._MEMO.clear()
+    model_cache._MEMO.clear()
     other = localize_directory(url, ("options.json", "weights.hdf5"))
-    assert other != local and storage.fetch_count() == start + 4  # a changed object is fetched again
+    assert other != local and model_cache.fetch_count() == start + 4  # a changed object is fetched again
     assert sorted(p.name for p in (tmp_path / "cache" / "content").iterdir()) == sorted(
         [Path(local).name, Path(other).name]
     )  # no staging directories left behind
@@ -227,8 +227,8 @@ def test_processes_sharing_the_model_cache_fetch_concurrently_without_corrupting
     a complete copy, all the same directory; no staging directory is left behind."""
     cache = tmp_path / "shared-cache"
     code = (  # imported first, then all start at the same moment
-        "import sys, time; from elmo import storage; time.sleep(max(0.0, float(sys.argv[2]) - time.time())); "
-        "print(storage.cached_files(sys.argv[1], ('options.json', 'weights.hdf5')), storage.fetch_count())"
+        "import sys, time; from elmo import model_cache; time.sleep(max(0.0, float(sys.argv[2]) - time.time())); "
+        "print(model_cache.cached_files(sys.argv[1], ('options.json', 'weights.hdf5')), model_cache.fetch_count())"
     )
     url = f"s3://{BUCKETS['s3']}/models/tiny"
     env = {**os.environ, "ELMO_MODEL_CACHE": str(cache)}
@@ -277,19 +277,19 @@ def test_elmo_api_and_embed_command_read_and_write_urls(stores, scheme, tmp_path
 @pytest.mark.integration
 @pytest.mark.parametrize("scheme", ["gs", "s3"])
 def test_model_fetch_rides_out_a_short_outage(stores, scheme, tmp_path, monkeypatch):
-    from elmo import Elmo, storage
+    from elmo import Elmo, retries
 
     monkeypatch.setenv("ELMO_MODEL_CACHE", str(tmp_path / "cache"))
     url = f"{scheme}://{BUCKETS[scheme]}/models/outage-{scheme}"
     upload_tree(BUILTIN_MODEL, url, MODEL_FILES)
     proxy = stores["servers"][scheme].proxy
-    before, ours = proxy.failed, storage.retries_done()
+    before, ours = proxy.failed, retries.retries_done()
     proxy.fail_for(2.0)
     try:
         model = Elmo.from_directory(url)
     finally:
         proxy.heal()
-    print(f"{scheme}: {proxy.failed - before} requests failed, {storage.retries_done() - ours} retries of ours")
+    print(f"{scheme}: {proxy.failed - before} requests failed, {retries.retries_done() - ours} retries of ours")
     assert proxy.failed > before
     assert model.fingerprint == Elmo.from_directory(BUILTIN_MODEL).fingerprint
 
@@ -300,10 +300,10 @@ def test_persistent_store_failure_fails_with_the_url(stores, monkeypatch):
     a bucket that does not exist fails the job before it starts, naming the input."""
     import s3fs
 
-    from elmo import Elmo, storage
+    from elmo import Elmo, retries
 
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
-    monkeypatch.setenv(storage.ATTEMPTS_ENV, "2")
+    monkeypatch.setenv(retries.ATTEMPTS_ENV, "2")
     s3fs.S3FileSystem.clear_instance_cache()
     proxy = stores["servers"]["s3"].proxy
     url = f"s3://{BUCKETS['s3']}/models/tiny-unreachable"
