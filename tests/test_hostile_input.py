@@ -329,6 +329,7 @@ def pipeline_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.integration
 def test_configuration_errors_are_one_line_with_status_2_and_a_traceback_only_with_debug(tmp_path):
     not_a_dir = tmp_path / "file.txt"
     not_a_dir.write_text("x")
