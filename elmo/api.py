@@ -31,10 +31,10 @@ from elmo.config import ElmoConfig
 from elmo.errors import ConfigError, ModelFilesError
 from elmo.mix import LayerChoice, apply_layer_choice
 from elmo.model import BiLm, BiLmState
+from elmo.model_dir import MODEL_FILES
 from elmo.weights import fingerprint, load_weights, save_weights
 
 INITIAL_STATES = ("warm", "zeros")
-MODEL_FILES = ("options.json", "weights.hdf5")
 DEFAULT_INITIAL_STATE = "warm"  # measured closer to a warmed-up stateful run than zeros (README, elmo.state)
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 

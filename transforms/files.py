@@ -16,6 +16,7 @@ from apache_beam.io.filesystems import FileSystems
 import transforms.beam_fixes  # noqa: F401  (applies the fixes of Beam's GCS/S3 clients in this process)
 from elmo.model_cache import cached_files
 from elmo.retries import with_retries
+from elmo.storage import is_remote
 
 _WILDCARDS = "*?["
 TEMP_DIR_MARK = "beam-temp-"  # Beam's file sinks stage shards under <dir>/beam-temp-<prefix>-<uuid>/
@@ -42,7 +43,7 @@ def relative_source(path: str, root: str) -> str:
     """``path`` relative to the glob ``root`` (the id prefix of documents read from it)."""
     if root and path.startswith(root):
         return path[len(root) :]
-    if root and not root.startswith(("gs://", "s3://")):
+    if root and not is_remote(root):
         absolute_root = os.path.abspath(root)
         if os.path.abspath(path).startswith(absolute_root + os.sep):
             return os.path.relpath(os.path.abspath(path), absolute_root)
