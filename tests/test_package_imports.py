@@ -73,3 +73,14 @@ def test_client_retry_defaults_are_set_explicitly_and_never_override_the_user():
     )
     assert _run(code, clear=CLIENT_RETRY_DEFAULTS).stdout.split() == ["standard", "10", "false"]
     assert _run(code, clear=CLIENT_RETRY_DEFAULTS, AWS_MAX_ATTEMPTS="2").stdout.split() == ["standard", "2", "false"]
+
+
+def test_the_model_cache_names_still_reach_callers_of_storage():
+    """``elmo.api`` still calls ``storage.cached_files``/``storage.local_file`` (moved to ``elmo.model_cache``)."""
+    from elmo import model_cache, storage
+
+    assert storage.cached_files is model_cache.cached_files
+    assert storage.local_file is model_cache.local_file
+    assert storage.local_file("models/builtin-tiny/options.json") == "models/builtin-tiny/options.json"  # local: itself
+    with pytest.raises(AttributeError, match="no attribute 'fetch_count'"):
+        storage.fetch_count  # noqa: B018  (only the two moved names are forwarded)
