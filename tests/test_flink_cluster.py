@@ -26,7 +26,9 @@ import pytest
 
 from tests.beam_testing import (
     BUILTIN_MODEL,
+    FLINK_SCRIPT,
     REPO,
+    SAMPLE_DOCUMENTS,
     SAMPLE_GLOB,
     restore_torch_threads,  # noqa: F401  (autouse fixture)
     run_job,
@@ -35,9 +37,8 @@ from tests.beam_testing import (
     source_runner_script,
 )
 
-SCRIPT = REPO / "scripts" / "flink_local.sh"
+SCRIPT = FLINK_SCRIPT
 PARALLELISM = 2
-SAMPLE_DOCUMENTS = 221
 
 # the job as run_pipeline.sh runs it, reporting the final state too
 RUN_JOB = """

@@ -26,6 +26,7 @@ import pytest
 from tests.beam_testing import (
     BUILTIN_MODEL,
     REPO,
+    SAMPLE_DOCUMENTS,
     SAMPLE_GLOB,
     restore_torch_threads,  # noqa: F401  (autouse fixture)
     run_job,
@@ -35,7 +36,6 @@ from tests.test_flink_cluster import RUN_JOB, SCRIPT, _flink_logs, _free_port, _
 
 TASKMANAGERS = 2
 SLOTS = 1
-SAMPLE_DOCUMENTS = 221
 JOB_DEADLINE_S = float(os.environ.get("ELMO_FLINK_JOB_DEADLINE_S", "600"))  # launch to DONE; ~150-200 s here
 
 

@@ -14,14 +14,13 @@ import pytest
 
 from tests.beam_testing import (
     BUILTIN_MODEL,
+    SAMPLE_DOCUMENTS,
     SAMPLE_GLOB,
     restore_torch_threads,  # noqa: F401  (autouse fixture)
     run_job,
     run_pipeline_sh,
     sentence_vectors,
 )
-
-SAMPLE_DOCUMENTS = 221  # non-blank lines of the four sample shards
 
 
 @pytest.fixture(scope="module")
