@@ -26,18 +26,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from elmo import storage
+from elmo import model_cache, storage
 from elmo.bf16 import bf16_refusal
 from elmo.chars import batch_to_ids
 from elmo.config import ElmoConfig
 from elmo.errors import ConfigError, ModelFilesError
 from elmo.mix import LayerChoice, apply_layer_choice
 from elmo.model import Arithmetic, BiLm, BiLmState
+from elmo.model_dir import MODEL_FILES
 from elmo.token_cache import DEFAULT_CAPACITY, CacheStats, TokenCache
 from elmo.weights import fingerprint, load_weights, save_weights
 
 INITIAL_STATES = ("warm", "zeros")
-MODEL_FILES = ("options.json", "weights.hdf5")
 DEFAULT_INITIAL_STATE = "warm"  # measured closer to a warmed-up stateful run than zeros (README, elmo.state)
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 # Bit-exact mode: rows per LSTM step GEMM. Measured on the pipeline's length-sorted batches (bench_inference.py):
@@ -110,7 +110,7 @@ def _check_batch_size(batch_size: int) -> None:
 
 
 def _local_model_file(path: str | os.PathLike, what: str) -> str:
-    """A local copy of a model file (``storage.local_file``); ``ModelFilesError`` naming it when it is missing."""
+    """A local copy of a model file (``model_cache.local_file``); ``ModelFilesError`` naming it when it is missing."""
     path = os.fspath(path)
     if not storage.is_remote(path):
         if not os.path.exists(path):
@@ -119,7 +119,7 @@ def _local_model_file(path: str | os.PathLike, what: str) -> str:
             raise ModelFilesError(f"{what} {path} is a directory, not a file")
         return path
     try:
-        return storage.local_file(path)
+        return model_cache.local_file(path)
     except FileNotFoundError as err:
         raise ModelFilesError(f"{what} {path} does not exist ({err})") from None
 
@@ -212,7 +212,7 @@ class Elmo:
         model_dir = os.fspath(model_dir)
         if storage.is_remote(model_dir):
             try:
-                local = storage.cached_files(model_dir, MODEL_FILES)
+                local = model_cache.cached_files(model_dir, MODEL_FILES)
             except FileNotFoundError as err:
                 raise ModelFilesError(f"model directory {model_dir} lacks {' or '.join(MODEL_FILES)}: {err}") from None
         else:

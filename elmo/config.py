@@ -17,6 +17,8 @@ from elmo.errors import ConfigError, ModelFilesError
 # Character ids are UTF-8 bytes 0..255 plus five markers (see ``elmo.chars``), +1 for the zero pad row.
 N_CHARACTERS_INFERENCE = 262
 N_CHARACTERS_TRAINING = 261
+# The char CNN of the four published configurations (allennlp.org/elmo): 2048 filters, [width, count].
+PUBLISHED_FILTERS = ((1, 32), (2, 32), (3, 64), (4, 128), (5, 256), (6, 512), (7, 1024))
 
 
 @dataclass
@@ -24,9 +26,7 @@ class CharCNNConfig:
     """The context-independent token encoder: char embedding -> CNN -> highway -> projection."""
 
     embedding_dim: int = 16  # E: size of one character embedding
-    filters: list[list[int]] = field(
-        default_factory=lambda: [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256], [6, 512], [7, 1024]]
-    )  # [width, count]
+    filters: list[list[int]] = field(default_factory=lambda: [list(f) for f in PUBLISHED_FILTERS])  # [width, count]
     n_highway: int = 2  # highway layers over the F-dim CNN output (their nonlinearity is always ReLU)
     activation: str = "relu"  # "relu" or "tanh", applied after max-pooling each filter's output
     n_characters: int = N_CHARACTERS_INFERENCE  # 262 at inference (incl. zero row), 261 while training
@@ -159,6 +159,24 @@ class ElmoConfig:
     lstm: LSTMConfig = field(default_factory=LSTMConfig)
     # bilm-tf training fields (absent from published files); kept verbatim, in file order.
     training: dict[str, Any] = field(default_factory=dict)
+    # Whether the char CNN output is projected to P (the weights file's ``CNN_proj``). Not in options.json: the
+    # weights file decides (``elmo.weights.load_weights`` sets it). None: bilm-tf's rule, present unless F == P.
+    # AllenNLP writes ``CNN_proj`` even when F == P and always applies it, so such a file must keep it.
+    char_projection: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.char_projection is False and self.char_cnn.n_filters != self.lstm.projection_dim:
+            raise ConfigError(
+                f"the char CNN has {self.char_cnn.n_filters} filters and lstm.projection_dim is "
+                f"{self.lstm.projection_dim}: it needs the projection (CNN_proj), which only F == P may omit"
+            )
+
+    @property
+    def has_char_projection(self) -> bool:
+        """Whether the char CNN output (N, F) goes through the projection to (N, P) (``CNN_proj``)."""
+        if self.char_projection is None:
+            return self.char_cnn.n_filters != self.lstm.projection_dim
+        return self.char_projection
 
     @property
     def output_dim(self) -> int:
@@ -247,10 +265,6 @@ class ElmoConfig:
     def to_json(self) -> str:
         """Serialises to ``options.json`` text."""
         return json.dumps(self.to_dict(), indent=2)
-
-
-# The four published configurations (allennlp.org/elmo); all share the 2048-filter char CNN.
-PUBLISHED_FILTERS = [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256], [6, 512], [7, 1024]]
 
 
 def published_config(name: str) -> ElmoConfig:

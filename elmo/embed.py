@@ -29,6 +29,7 @@ from elmo.api import DEFAULT_INITIAL_STATE, INITIAL_STATES, Elmo, validate_devic
 from elmo.cli import add_debug_flag, run_cli
 from elmo.errors import ConfigError, UsageError
 from elmo.mix import LayerChoice
+from elmo.retries import configure_client_retries
 
 PROG = "python -m elmo.embed"
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -220,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the command; returns the exit status (2 with a one-line message for bad flags, files or input)."""
+    configure_client_retries()  # before any storage client exists
     return run_cli(_main, argv, prog=PROG)
 
 

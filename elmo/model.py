@@ -60,7 +60,7 @@ class CharEncoder(nn.Module):
             nn.Parameter(torch.zeros(n_filters, 2 * n_filters)) for _ in range(cnn.n_highway)
         )
         self.highway_biases = nn.ParameterList(nn.Parameter(torch.zeros(2 * n_filters)) for _ in range(cnn.n_highway))
-        self.has_projection = n_filters != config.lstm.projection_dim  # bilm-tf skips it when F == P
+        self.has_projection = config.has_char_projection  # decided by the weights file (CNN_proj)
         if self.has_projection:
             self.projection = nn.Linear(n_filters, config.lstm.projection_dim)
         self.activation = torch.tanh if cnn.activation == "tanh" else torch.relu

@@ -35,13 +35,14 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from elmo import storage
+from elmo import model_cache, storage
 from elmo.api import validate_device
 from elmo.cli import add_debug_flag, run_cli
 from elmo.config import CharCNNConfig, ElmoConfig, LSTMConfig
 from elmo.errors import ConfigError, UsageError
 from elmo.lm_data import PackedCorpus, WindowBatcher, read_sentences
 from elmo.lm_model import TrainableBiLm, export_bilm
+from elmo.retries import configure_client_retries
 from elmo.vocab import Vocabulary
 from elmo.weights import save_weights
 
@@ -427,7 +428,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         value = getattr(args, name, None)
         if value is not None and name not in ("train", "heldout", "vocab", "out"):
             setattr(config, name, value)
-    model = ElmoConfig.from_json(storage.local_file(args.options)) if args.options else small_english_config()
+    model = ElmoConfig.from_json(model_cache.local_file(args.options)) if args.options else small_english_config()
     config.model = model.to_dict()
     check_train_config(config)
     return config
@@ -458,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns the exit status: bad flags, options, checkpoints or devices print one line and give 2 (``--debug``:
     the traceback)."""
+    configure_client_retries()  # before any storage client exists
     return run_cli(_main, argv, prog=PROG)
 
 

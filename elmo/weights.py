@@ -5,10 +5,15 @@ every dataset of the file must be one the config needs (a file for 2 LSTM layers
 refused, not truncated), otherwise a ``WeightsFormatError`` names the datasets. Because ``elmo.model`` holds
 parameters in the file's layout, a dataset maps to exactly one tensor (transposed for the convolutions only), so
 load -> save -> load is lossless.
+
+The char CNN projection (``CNN_proj``) is the file's choice, not options.json's: it exists when the file has it.
+bilm-tf omits it only when the filters sum to the projection size (F == P); AllenNLP writes it even then and always
+applies it. Without it F must equal P (otherwise the file lacks a dataset).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -21,7 +26,7 @@ import torch
 
 from elmo.config import ElmoConfig
 from elmo.errors import ConfigError
-from elmo.model import BiLm
+from elmo.model import BiLm, CharEncoder
 
 
 class WeightsFormatError(ConfigError):
@@ -45,7 +50,7 @@ def expected_datasets(config: ElmoConfig) -> dict[str, tuple[int, ...]]:
         for part in ("transform", "carry"):
             shapes[f"CNN_high_{k}/W_{part}"] = (n_filters, n_filters)
             shapes[f"CNN_high_{k}/b_{part}"] = (n_filters,)
-    if n_filters != proj:
+    if config.has_char_projection:
         shapes["CNN_proj/W_proj"] = (n_filters, proj)
         shapes["CNN_proj/b_proj"] = (proj,)
     for direction in range(2):
@@ -114,8 +119,19 @@ def _mismatch_hint(unused: list[str], config: ElmoConfig) -> str:
     if any(n.startswith("CNN/") for n in unused):
         hints.append(f"the file has more CNN filters than the {len(config.char_cnn.filters)} of char_cnn.filters")
     if any(n.startswith("CNN_proj/") for n in unused):
-        hints.append("the file has a CNN projection but char_cnn.filters sum to lstm.projection_dim")
+        hints.append("the file has a CNN projection (CNN_proj) but the model was built without one")
     return f" ({'; '.join(hints)})" if hints else ""
+
+
+def file_layout(f: h5py.File, config: ElmoConfig) -> ElmoConfig:
+    """``config`` with ``char_projection`` decided by the open weights file: True when it has a ``CNN_proj``
+    dataset or F != P (bilm-tf omits the projection only when F == P). A config that already decides it is
+    returned as it is (and ``check_datasets`` then holds the file to it)."""
+    if config.char_projection is not None:
+        return config
+    names = f["CNN_proj"].keys() if isinstance(f.get("CNN_proj"), h5py.Group) else ()
+    projected = bool(names) or config.char_cnn.n_filters != config.lstm.projection_dim
+    return dataclasses.replace(config, char_projection=projected)
 
 
 def check_datasets(f: h5py.File, config: ElmoConfig, name: str) -> None:
@@ -154,13 +170,19 @@ def load_weights(model: BiLm, source: str | BinaryIO) -> None:
 
     Checks first (``WeightsFormatError``, naming the file and datasets): names, shapes and types against
     ``model.config``, no unused dataset, and only finite values. The model is left untouched when a check fails.
+    The file decides whether the char CNN is projected (``file_layout``): ``model.config`` becomes that decision
+    and the char encoder is rebuilt when it was built the other way.
     """
     name = _source_name(source)
-    expected = expected_datasets(model.config)
     with _open(source, "r") as f:
-        check_datasets(f, model.config, name)
-        arrays = {dataset: np.asarray(f[dataset][...]) for dataset in expected}
+        config = file_layout(f, model.config)
+        check_datasets(f, config, name)
+        arrays = {dataset: np.asarray(f[dataset][...]) for dataset in expected_datasets(config)}
     check_finite(arrays, name)
+    if config.has_char_projection != model.char_encoder.has_projection:
+        like = model.char_encoder.char_embedding.weight
+        model.char_encoder = CharEncoder(config).to(device=like.device, dtype=like.dtype)
+    model.config = config
     with torch.no_grad():
         embedding = model.char_encoder.char_embedding.weight
         embedding.zero_()

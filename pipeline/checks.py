@@ -15,12 +15,12 @@ from apache_beam.io.filesystems import FileSystems
 from elmo import storage
 from elmo.api import check_model_directory, validate_device
 from elmo.errors import ConfigError, ModelFilesError, UsageError
+from elmo.model_dir import PIPELINE_MODEL_FILES
 from pipeline.options import EmbedOptions
 from transforms.latest import LATEST_FILE
-from transforms.model_handler import MODEL_FILES, resolve_device
+from transforms.model_handler import resolve_device
 from transforms.run_folder import OUTPUT_SUFFIXES
 
-MODEL_DIR_FILES = (*MODEL_FILES, "tokenizer.json")
 LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "TestRunner")
 # What a run writes, relative to <output>: a stand-in run id and the first shard of each output kind.
 _OUTPUT_SAMPLES = (
@@ -90,7 +90,7 @@ def check_model_dir(model: str) -> None:
         if not storage.is_remote(model):
             check_model_directory(model)  # a missing directory is named as such
         base = model.rstrip("/") + "/"
-        missing = [name for name in MODEL_DIR_FILES if not FileSystems.exists(base + name)]
+        missing = [name for name in PIPELINE_MODEL_FILES if not FileSystems.exists(base + name)]
         if missing:
             raise ModelFilesError(f"{model} has no {' and no '.join(missing)}")
     except ModelFilesError as err:

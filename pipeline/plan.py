@@ -15,6 +15,7 @@ from elmo import ElmoConfig, LayerChoice
 from elmo.api import DEFAULT_INITIAL_STATE
 from elmo.errors import UsageError
 from elmo.model import BiLm
+from elmo.model_dir import MODEL_FILES, OPTIONS_FILE, TOKENIZER_FILE, WEIGHTS_FILE
 from elmo.tokenize import TokenizerConfig
 from elmo.weights import fingerprint, load_weights
 from pipeline.checks import (
@@ -30,7 +31,6 @@ from pipeline.options import EmbedOptions, option_names
 from pipeline.previous import PreviousRun, resolve_previous_run
 from transforms.files import glob_root, localize_directory, match_files, read_text
 from transforms.incremental import settings_digest
-from transforms.model_handler import MODEL_FILES
 from transforms.run_folder import run_folder
 from transforms.write import SCHEMA_VERSION
 
@@ -96,10 +96,10 @@ class _ModelFacts:
 def _read_model(model_dir: str) -> _ModelFacts:
     """Config and fingerprint of a model directory, from its weights alone (no device, no warm-up run)."""
     local = localize_directory(model_dir, MODEL_FILES)
-    config = ElmoConfig.from_json(os.path.join(local, "options.json"))
+    config = ElmoConfig.from_json(os.path.join(local, OPTIONS_FILE))
     bilm = BiLm(config)
-    load_weights(bilm, os.path.join(local, "weights.hdf5"))
-    return _ModelFacts(config, fingerprint(bilm), DEFAULT_INITIAL_STATE)
+    load_weights(bilm, os.path.join(local, WEIGHTS_FILE))
+    return _ModelFacts(bilm.config, fingerprint(bilm), DEFAULT_INITIAL_STATE)  # the file decided CNN_proj
 
 
 def plan_run(opts: EmbedOptions, runner: str | None = None) -> RunPlan:
@@ -129,7 +129,7 @@ def plan_run(opts: EmbedOptions, runner: str | None = None) -> RunPlan:
     local = is_local_runner(runner or opts.view_as(StandardOptions).runner)  # the workers are this machine
     if local:
         check_local_device(opts.device)
-    tokenizer_json = read_text(opts.model.rstrip("/") + "/tokenizer.json")
+    tokenizer_json = read_text(opts.model.rstrip("/") + "/" + TOKENIZER_FILE)
     tokenizer = TokenizerConfig.from_json(tokenizer_json)
     model = _read_model(opts.model)
     choice = LayerChoice.parse(opts.layers)

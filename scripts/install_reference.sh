@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the reference implementation (AllenNLP 2.10.1's ELMo) into its own virtual environment, for
 # bench/bench_inference.py. AllenNLP's own pins cannot be met on Python 3.11, so it is installed with --no-deps
-# plus the packages its imports need (docs: elmo-format.md §12). torch is the same version as the project's venv
+# plus the packages its imports need (docs/reference.md). torch is the same version as the project's venv
 # so that both sides run the same kernels.
 #
 # Usage: scripts/install_reference.sh            (venv at build/venv-reference, git-ignored by the build/ rule)

@@ -11,11 +11,10 @@ from typing import Any
 import numpy as np
 
 from elmo import Elmo
+from elmo import vectors as stored
 from elmo.tokenize import Tokenizer
 from elmo.windows import merge_windows, plan_windows
 from search.errors import EmptyQueryError, IndexModelError, SearchError
-
-DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
 @dataclass(frozen=True)
@@ -27,7 +26,7 @@ class EmbeddedSentence:
 
     def sentence_vector(self, dtype: str) -> np.ndarray:
         """The pipeline's sentence vector: the mean of the token vectors, rounded to the stored dtype."""
-        return self.vectors.mean(axis=0).astype(DTYPES[dtype]).astype(np.float32)
+        return stored.sentence_vector(self.vectors).astype(stored.STORED_DTYPES[dtype]).astype(np.float32)
 
 
 class QueryEmbedder:
@@ -94,7 +93,7 @@ class QueryEmbedder:
         for sentence in sentences:
             for i, token in enumerate(sentence.tokens):
                 if token.lower() == target:
-                    vector = sentence.vectors[i].astype(DTYPES[self.dtype]).astype(np.float32)
+                    vector = sentence.vectors[i].astype(stored.STORED_DTYPES[self.dtype]).astype(np.float32)
                     return vector, token
         tokens = [t for s in sentences for t in s.tokens]
         raise UnknownWordError(f"{word!r} is not a token of the example sentence {text!r} (its tokens: {tokens})")

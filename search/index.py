@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from elmo.cli import add_debug_flag, run_cli
+from elmo.retries import configure_client_retries
 from search import store
 from search.errors import IndexModelError, SearchError
 from search.runs import Run, open_run, row_digests, vectors_of
@@ -247,6 +248,7 @@ def parse_storage_options(pairs: list[str]) -> dict[str, str]:
 
 def main(argv: list[str]) -> int:
     """The ``python -m search.index`` command."""
+    configure_client_retries()  # before any storage client exists
     parser = argparse.ArgumentParser(
         prog="python -m search.index",
         allow_abbrev=False,

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from elmo.cli import add_debug_flag, run_cli
+from elmo.retries import configure_client_retries
 
 SEED = 0
 
@@ -100,6 +101,7 @@ def plot_word(index: Any, word: str, path: str, clusters: int = 2, max_points: i
 
 def main(argv: list[str]) -> int:
     """The ``python -m search.plot`` command."""
+    configure_client_retries()  # before any storage client exists
     from search.query import SearchIndex
 
     parser = argparse.ArgumentParser(

@@ -20,6 +20,7 @@ import numpy as np
 
 from elmo import Elmo
 from elmo.cli import add_debug_flag, run_cli
+from elmo.retries import configure_client_retries
 from search import output, store
 from search.embedder import QueryEmbedder
 from search.errors import EmptyQueryError, SearchError, UnknownWordError
@@ -164,6 +165,7 @@ def check_word(word: str) -> str:
 
 def main(argv: list[str]) -> int:
     """The ``python -m search.query`` command."""
+    configure_client_retries()  # before any storage client exists
     parser = argparse.ArgumentParser(
         prog="python -m search.query",
         allow_abbrev=False,

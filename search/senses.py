@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from elmo.cli import add_debug_flag, run_cli
+from elmo.retries import configure_client_retries
 
 MIN_CENTRE = 3  # fewer occurrences than this: plain cosine (the mean would be the occurrences themselves)
 
@@ -70,6 +71,7 @@ def precision_at_k(index: Any, labelled: list[dict[str, str]], k: int = 5, centr
 
 def main(argv: list[str]) -> int:
     """``python -m search.senses INDEX LABELLED.jsonl``: precision@k per word, as a Markdown table or JSON."""
+    configure_client_retries()  # before any storage client exists
     from search.query import SearchIndex
 
     parser = argparse.ArgumentParser(prog="python -m search.senses", allow_abbrev=False, description=__doc__)

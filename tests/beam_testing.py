@@ -18,6 +18,8 @@ from pipeline.run import LOCAL_RUNNER, run
 REPO = Path(__file__).resolve().parent.parent
 BUILTIN_MODEL = REPO / "models" / "builtin-tiny"
 SAMPLE_GLOB = str(REPO / "sample_data" / "sotu" / "*")
+SAMPLE_DOCUMENTS = 221  # non-blank lines of the four sample shards
+FLINK_SCRIPT = REPO / "scripts" / "flink_local.sh"
 
 
 def local_pipeline(**options) -> BeamTestPipeline:

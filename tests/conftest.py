@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from elmo.retries import configure_client_retries
+
 GOLDEN = Path(__file__).parent / "fixtures" / "elmo-golden"
 GOLDEN_SENTENCE_FILES = {"skip": "sentences.json", "noskip": "lm_embeddings_sentences.json"}
 
@@ -21,3 +23,7 @@ def golden_batches(name: str) -> list[list[list[str]]]:
 def golden_model(request) -> tuple[str, Path]:
     """(name, directory) of each golden fixture model."""
     return request.param, GOLDEN / request.param
+
+
+# The test session is an entry point like the commands: the storage clients' retry defaults, set explicitly.
+configure_client_retries()

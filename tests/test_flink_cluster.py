@@ -26,7 +26,9 @@ import pytest
 
 from tests.beam_testing import (
     BUILTIN_MODEL,
+    FLINK_SCRIPT,
     REPO,
+    SAMPLE_DOCUMENTS,
     SAMPLE_GLOB,
     restore_torch_threads,  # noqa: F401  (autouse fixture)
     run_job,
@@ -35,9 +37,8 @@ from tests.beam_testing import (
     source_runner_script,
 )
 
-SCRIPT = REPO / "scripts" / "flink_local.sh"
+SCRIPT = FLINK_SCRIPT
 PARALLELISM = 2
-SAMPLE_DOCUMENTS = 221
 
 # the job as run_pipeline.sh runs it, reporting the final state too
 RUN_JOB = """
@@ -180,6 +181,7 @@ def local_run(tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.mark.integration
 def test_the_job_is_done_and_its_counts_reconcile(flink_run):
     assert flink_run["state"] == "DONE"
     run_dir = flink_run["run_dir"]
@@ -198,6 +200,7 @@ def test_the_job_is_done_and_its_counts_reconcile(flink_run):
     assert counters["documents_embedded"] == counts["documents_embedded"]
 
 
+@pytest.mark.integration
 def test_outputs_equal_the_local_runner(flink_run, local_run, cluster):
     flink_dir = flink_run["run_dir"]
     local_counts = json.loads((local_run / "manifest.json").read_text())["counts"]
@@ -227,6 +230,7 @@ def test_outputs_equal_the_local_runner(flink_run, local_run, cluster):
     print(f"[flink test] timings: {cluster['timings']}")
 
 
+@pytest.mark.integration
 def test_the_flink_rest_api_shows_the_job_ran_on_the_cluster_in_parallel(flink_run, cluster):
     port = cluster["rest_port"]
     jobs = [j for j in _rest(port, "/jobs/overview")["jobs"] if j["name"].startswith("BeamApp")]
@@ -259,6 +263,7 @@ def test_run_pipeline_flink_starts_nothing_without_a_master():
     assert proc.returncode == 2 and "needs --environment_config" in proc.stderr
 
 
+@pytest.mark.integration
 def test_a_nightly_day2_on_flink_carries_the_local_day1(cluster, local_run, tmp_path):
     """Issue 13 on Flink: day 1 is the local reference run; day 2 (every 10th document edited, a line inserted on
     top) runs on the cluster with --previous_run and must equal a full local day-2 run."""

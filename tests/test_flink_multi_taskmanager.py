@@ -26,6 +26,7 @@ import pytest
 from tests.beam_testing import (
     BUILTIN_MODEL,
     REPO,
+    SAMPLE_DOCUMENTS,
     SAMPLE_GLOB,
     restore_torch_threads,  # noqa: F401  (autouse fixture)
     run_job,
@@ -35,7 +36,6 @@ from tests.test_flink_cluster import RUN_JOB, SCRIPT, _flink_logs, _free_port, _
 
 TASKMANAGERS = 2
 SLOTS = 1
-SAMPLE_DOCUMENTS = 221
 JOB_DEADLINE_S = float(os.environ.get("ELMO_FLINK_JOB_DEADLINE_S", "600"))  # launch to DONE; ~150-200 s here
 
 
@@ -163,6 +163,7 @@ def flink_run(cluster, tmp_path_factory) -> dict:
     return {**result, "run_dir": Path(result["summary"]["run_dir"]), "jid": jid}
 
 
+@pytest.mark.integration
 def test_the_job_finishes_on_two_taskmanagers_and_equals_the_local_runner(flink_run, tmp_path):
     assert flink_run["state"] == "DONE"
     run_dir = flink_run["run_dir"]
@@ -183,6 +184,7 @@ def test_the_job_finishes_on_two_taskmanagers_and_equals_the_local_runner(flink_
     assert not any("beam-temp" in str(p) for p in run_dir.rglob("*"))
 
 
+@pytest.mark.integration
 def test_the_job_ran_on_both_taskmanagers(flink_run, cluster):
     port, jid = cluster["rest_port"], flink_run["jid"]
     taskmanagers = {tm["id"] for tm in _rest(port, "/taskmanagers")["taskmanagers"]}

@@ -209,6 +209,7 @@ def object_stores(tmp_path_factory):
         s3fs.S3FileSystem.clear_instance_cache()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("scheme", ["gs", "s3"])
 def test_object_store_claims_are_exclusive(object_stores, scheme):
     folder = f"{object_stores[scheme]}/out/run-1"
@@ -328,6 +329,7 @@ def pipeline_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.integration
 def test_configuration_errors_are_one_line_with_status_2_and_a_traceback_only_with_debug(tmp_path):
     not_a_dir = tmp_path / "file.txt"
     not_a_dir.write_text("x")

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import itertools
 
+import h5py
 import numpy as np
 import pytest
 import torch
 
 from elmo import Elmo
 from elmo.config import CharCNNConfig, ElmoConfig, LSTMConfig
+from elmo.errors import ConfigError
 from elmo.model import ClipCounter
+from elmo.weights import WeightsFormatError
 from tests.model_files import write_random_model
 from tests.reference_bilm import ReferenceBiLm
 
@@ -91,3 +94,45 @@ def test_empty_sentence_is_refused_with_its_index(tmp_path):
     with pytest.raises(ValueError, match="sentence 2 is empty"):
         model.embed([["word"], ["two", "words"], []])
     assert model.embed([]) == []
+
+
+@pytest.mark.parametrize("with_projection", [True, False])
+def test_filters_equal_to_projection_follow_the_weights_file(tmp_path, with_projection):
+    """F == P: a file with ``CNN_proj`` (AllenNLP writes it and always applies it) is projected, a file without it
+    (bilm-tf) is not; the options are the same, so only the weights file decides. Both match the oracle, which
+    applies ``CNN_proj`` exactly when the file has it, and saving writes back what was read."""
+    config = _config(True, 1, "relu", True, False, 2)  # F = P = 16
+    config.char_projection = with_projection
+    options, weights = write_random_model(tmp_path / "m", config, seed=5, lstm_scale=1.5)
+    with h5py.File(weights, "r") as f:
+        assert ("CNN_proj" in f) == with_projection
+    model = Elmo.load(options, weights, dtype=torch.float64, initial_state="zeros")
+    assert model.bilm.char_encoder.has_projection == with_projection
+    assert model.config.has_char_projection == with_projection
+    reference = ReferenceBiLm(options, weights)
+    for sentence, got in zip(SENTENCES, model.embed(SENTENCES), strict=True):
+        np.testing.assert_allclose(got, reference.embed(sentence)[0], rtol=0, atol=1e-9)
+    token = model.embed([["bank"]])[0][0, 0, :16]  # layer 0, forward half: the char encoder's output
+    unprojected = ReferenceBiLm(options, weights)
+    unprojected.w.pop("CNN_proj/W_proj", None)
+    unprojected.w.pop("CNN_proj/b_proj", None)
+    skipped = np.abs(token - unprojected.token_vector("bank")).max()
+    assert (skipped > 1e-3) == with_projection  # skipping the file's projection would really change the vectors
+
+    model.save(tmp_path / "options.json", tmp_path / "weights.hdf5")
+    with h5py.File(tmp_path / "weights.hdf5", "r") as f:
+        assert ("CNN_proj" in f) == with_projection
+    again = Elmo.load(tmp_path / "options.json", tmp_path / "weights.hdf5", dtype=torch.float64, initial_state="zeros")
+    assert again.fingerprint == model.fingerprint
+    np.testing.assert_array_equal(again.embed_sentence(SENTENCES[0]), model.embed_sentence(SENTENCES[0]))
+
+
+def test_filters_other_than_projection_need_cnn_proj(tmp_path):
+    config = _config(True, 1, "relu", True, True, 1)  # F = 16, P = 8
+    options, weights = write_random_model(tmp_path, config)
+    with h5py.File(weights, "a") as f:
+        del f["CNN_proj"]
+    with pytest.raises(WeightsFormatError, match="missing dataset 'CNN_proj/W_proj'"):
+        Elmo.load(options, weights)
+    with pytest.raises(ConfigError, match="needs the projection"):
+        ElmoConfig(char_cnn=config.char_cnn, lstm=config.lstm, char_projection=False)

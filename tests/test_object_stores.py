@@ -74,6 +74,7 @@ def _same_as_reference(summary: dict, reference: dict, tmp_path: Path, atol: flo
     return names
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("scheme", ["gs", "s3"])
 def test_pipeline_reads_model_and_inputs_and_writes_outputs_on_the_store(stores, scheme, tmp_path):
     started = time.monotonic()
@@ -89,6 +90,7 @@ INPUT_READ = {"gs": r"GET /download/storage/v1/b/\S+/o/in(%2F|/)|GET \S+/o/in%2F
 SHARD_WRITE = {"gs": r"POST /upload/storage/v1/b/", "s3": r"beam-temp"}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("scheme", ["gs", "s3"])
 def test_store_outage_mid_run_is_retried_and_nothing_is_lost(stores, scheme, tmp_path):
     """The store fails every request (503, open connections dropped) for 3 s when the job first reads input data,
@@ -111,6 +113,7 @@ def test_store_outage_mid_run_is_retried_and_nothing_is_lost(stores, scheme, tmp
     _same_as_reference(summary, stores["reference"], tmp_path)
 
 
+@pytest.mark.integration
 def test_gcs_server_killed_and_restarted_mid_run(stores, tmp_path):
     """The GCS emulator is SIGKILLed when the job first reads input data and comes back 3 s later on the same port
     with the same (on-disk) objects; the clients' retries carry the run through with identical output."""
@@ -137,6 +140,7 @@ def _objects(url: str) -> list[str]:
     return sorted(p[len(root.rstrip("/")) + 1 :] for p in fs.find(root))
 
 
+@pytest.mark.integration
 def test_killed_run_leaves_no_success_and_a_rerun_replaces_it(stores, tmp_path):
     """A run killed (SIGKILL) while writing its shards leaves no ``_SUCCESS``; re-running the same run id
     replaces everything (stale shards of an older attempt with another shard count included), no duplicates."""
@@ -184,45 +188,47 @@ def test_killed_run_leaves_no_success_and_a_rerun_replaces_it(stores, tmp_path):
     print(f"killed run left {len(left)} objects; the re-run holds {len(names)}")
 
 
+@pytest.mark.integration
 def test_model_files_are_fetched_once_per_process_into_a_content_addressed_cache(stores, tmp_path, monkeypatch):
-    from elmo import Elmo, storage
+    from elmo import Elmo, model_cache
     from transforms.files import localize_directory
 
     monkeypatch.setenv("ELMO_MODEL_CACHE", str(tmp_path / "cache"))
     url = f"gs://{BUCKETS['gs']}/models/cache-test"
     upload_tree(BUILTIN_MODEL, url, MODEL_FILES)
-    start = storage.fetch_count()
+    start = model_cache.fetch_count()
     local = localize_directory(url, ("options.json", "weights.hdf5"))  # the pipeline's path (Beam filesystems)
-    assert storage.fetch_count() == start + 2
+    assert model_cache.fetch_count() == start + 2
     for _ in range(3):  # the model handler's load_model, once per DoFn instance or bundle
         assert localize_directory(url, ("options.json", "weights.hdf5")) == local
     model = Elmo.from_directory(url)  # the elmo API's path (fsspec): same process, same files -> no fetch
-    assert storage.fetch_count() == start + 2
+    assert model_cache.fetch_count() == start + 2
     assert model.fingerprint == Elmo.from_directory(BUILTIN_MODEL).fingerprint
     assert Path(local).parent == tmp_path / "cache" / "content"
-    storage._MEMO.clear()  # as a new process on the same machine: found through the index, not fetched
+    model_cache._MEMO.clear()  # as a new process on the same machine: found through the index, not fetched
     assert localize_directory(url, ("options.json", "weights.hdf5")) == local
-    assert storage.fetch_count() == start + 2
+    assert model_cache.fetch_count() == start + 2
     options = json.loads((BUILTIN_MODEL / "options.json").read_text())
     changed = tmp_path / "changed"
     changed.mkdir()
     (changed / "options.json").write_text(json.dumps(options, indent=4))  # same model, other bytes
     upload_tree(changed, url)
-    storage._MEMO.clear()
+    model_cache._MEMO.clear()
     other = localize_directory(url, ("options.json", "weights.hdf5"))
-    assert other != local and storage.fetch_count() == start + 4  # a changed object is fetched again
+    assert other != local and model_cache.fetch_count() == start + 4  # a changed object is fetched again
     assert sorted(p.name for p in (tmp_path / "cache" / "content").iterdir()) == sorted(
         [Path(local).name, Path(other).name]
     )  # no staging directories left behind
 
 
+@pytest.mark.integration
 def test_processes_sharing_the_model_cache_fetch_concurrently_without_corrupting_it(stores, tmp_path):
     """Three processes on one machine fetch the same remote model into one empty cache at the same time: each gets
     a complete copy, all the same directory; no staging directory is left behind."""
     cache = tmp_path / "shared-cache"
     code = (  # imported first, then all start at the same moment
-        "import sys, time; from elmo import storage; time.sleep(max(0.0, float(sys.argv[2]) - time.time())); "
-        "print(storage.cached_files(sys.argv[1], ('options.json', 'weights.hdf5')), storage.fetch_count())"
+        "import sys, time; from elmo import model_cache; time.sleep(max(0.0, float(sys.argv[2]) - time.time())); "
+        "print(model_cache.cached_files(sys.argv[1], ('options.json', 'weights.hdf5')), model_cache.fetch_count())"
     )
     url = f"s3://{BUCKETS['s3']}/models/tiny"
     env = {**os.environ, "ELMO_MODEL_CACHE": str(cache)}
@@ -242,6 +248,7 @@ def test_processes_sharing_the_model_cache_fetch_concurrently_without_corrupting
     print(f"fetches per process: {[int(n) for _, n in results]}")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("scheme", ["gs", "s3"])
 def test_elmo_api_and_embed_command_read_and_write_urls(stores, scheme, tmp_path):
     from elmo import Elmo
@@ -267,34 +274,36 @@ def test_elmo_api_and_embed_command_read_and_write_urls(stores, scheme, tmp_path
     assert Elmo.from_directory(f"{scheme}://{bucket}/saved").fingerprint == local.fingerprint
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("scheme", ["gs", "s3"])
 def test_model_fetch_rides_out_a_short_outage(stores, scheme, tmp_path, monkeypatch):
-    from elmo import Elmo, storage
+    from elmo import Elmo, retries
 
     monkeypatch.setenv("ELMO_MODEL_CACHE", str(tmp_path / "cache"))
     url = f"{scheme}://{BUCKETS[scheme]}/models/outage-{scheme}"
     upload_tree(BUILTIN_MODEL, url, MODEL_FILES)
     proxy = stores["servers"][scheme].proxy
-    before, ours = proxy.failed, storage.retries_done()
+    before, ours = proxy.failed, retries.retries_done()
     proxy.fail_for(2.0)
     try:
         model = Elmo.from_directory(url)
     finally:
         proxy.heal()
-    print(f"{scheme}: {proxy.failed - before} requests failed, {storage.retries_done() - ours} retries of ours")
+    print(f"{scheme}: {proxy.failed - before} requests failed, {retries.retries_done() - ours} retries of ours")
     assert proxy.failed > before
     assert model.fingerprint == Elmo.from_directory(BUILTIN_MODEL).fingerprint
 
 
+@pytest.mark.integration
 def test_persistent_store_failure_fails_with_the_url(stores, monkeypatch):
     """A store that keeps failing: the model fetch gives up after its retries with a message naming the URL;
     a bucket that does not exist fails the job before it starts, naming the input."""
     import s3fs
 
-    from elmo import Elmo, storage
+    from elmo import Elmo, retries
 
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
-    monkeypatch.setenv(storage.ATTEMPTS_ENV, "2")
+    monkeypatch.setenv(retries.ATTEMPTS_ENV, "2")
     s3fs.S3FileSystem.clear_instance_cache()
     proxy = stores["servers"]["s3"].proxy
     url = f"s3://{BUCKETS['s3']}/models/tiny-unreachable"
@@ -312,6 +321,7 @@ def test_persistent_store_failure_fails_with_the_url(stores, monkeypatch):
     print(f"missing bucket: {failure.value}")
 
 
+@pytest.mark.integration
 def test_mixed_locations_in_two_worker_processes(stores, tmp_path):
     """Local input, model on GCS, output on S3, in 2 SDK worker processes: the environment (endpoints, credentials,
     retry settings) reaches the workers and so do our Beam fixes (an empty ``errors/`` shard written to S3)."""
@@ -334,6 +344,7 @@ def test_credentials_in_flags_are_refused_before_anything_runs():
     assert "hunter2" not in str(refused.value)
 
 
+@pytest.mark.integration
 def test_training_reads_its_data_from_s3_and_exports_to_gs(stores, tmp_path):
     from elmo import Elmo
     from elmo.train import main as train_main
@@ -359,6 +370,7 @@ def test_training_reads_its_data_from_s3_and_exports_to_gs(stores, tmp_path):
     assert Elmo.from_directory(export).embed_sentence(["A", "test", "."]).shape == (3, 3, 32)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("scheme", ["gs", "s3"])
 def test_a_nightly_day2_on_the_store_carries_day1_and_equals_a_full_run(stores, scheme, tmp_path):
     """Day 1 and day 2 (every 10th document edited, a line inserted at the top) with input, previous run and

@@ -14,14 +14,13 @@ import pytest
 
 from tests.beam_testing import (
     BUILTIN_MODEL,
+    SAMPLE_DOCUMENTS,
     SAMPLE_GLOB,
     restore_torch_threads,  # noqa: F401  (autouse fixture)
     run_job,
     run_pipeline_sh,
     sentence_vectors,
 )
-
-SAMPLE_DOCUMENTS = 221  # non-blank lines of the four sample shards
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +112,7 @@ def _max_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
     return max(float(np.abs(a[k] - b[k]).max()) for k in a)
 
 
+@pytest.mark.integration
 def test_other_batch_budgets_and_two_worker_processes_differ_only_by_rounding(sample_run, tmp_path):
     reference = sentence_vectors(sample_run)
     small = run_job(tmp_path / "small", "--max_batch_tokens=97", "--run_id=small")
@@ -150,6 +150,7 @@ def test_all_layers_token_vectors_float16_in_several_shards(tmp_path):
     lancedb.connect(tmp_path / "lance").create_table("t", table)  # nested fixed-size float16 lists load too
 
 
+@pytest.mark.integration
 def test_model_shared_across_processes_gives_the_same_vectors(sample_run, tmp_path):
     """--large_model: RunInference serves one model from a separate process (the GPU-worker set-up), same output."""
     shard = str(Path(SAMPLE_GLOB).parent / "1790-washington.txt")
@@ -160,6 +161,7 @@ def test_model_shared_across_processes_gives_the_same_vectors(sample_run, tmp_pa
     assert max(float(np.abs(a[k] - b[k]).max()) for k in a) <= 1e-4
 
 
+@pytest.mark.integration
 def test_batch_invariant_mode_is_bit_identical_across_budgets_and_processes(tmp_path):
     shard = str(Path(SAMPLE_GLOB).parent / "1790-washington.txt")
     small = run_job(tmp_path / "a", "--batch_invariant", "--max_batch_tokens=97", input_glob=shard)
@@ -175,6 +177,7 @@ def test_batch_invariant_mode_is_bit_identical_across_budgets_and_processes(tmp_
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.integration
 def test_run_pipeline_sh_logs_no_warning(tmp_path):
     """``./run_pipeline.sh`` on the sample prints its summary and not one WARNING line (Beam 2.62 warned about our
     batching DoFn, Beam 2.77 about the ``resource`` module at every model load: transforms/beam_fixes.py)."""

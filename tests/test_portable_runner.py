@@ -17,6 +17,7 @@ import pytest
 
 from tests.beam_testing import (
     BUILTIN_MODEL,
+    FLINK_SCRIPT,
     REPO,
     SAMPLE_GLOB,
     restore_torch_threads,  # noqa: F401  (autouse fixture)
@@ -25,7 +26,7 @@ from tests.beam_testing import (
     sentence_vectors,
 )
 
-SCRIPT = REPO / "scripts" / "flink_local.sh"
+SCRIPT = FLINK_SCRIPT
 
 
 def _free_port() -> int:
@@ -83,6 +84,7 @@ def services(tmp_path_factory):
         log.close()
 
 
+@pytest.mark.integration
 def test_run_pipeline_portable_equals_the_local_runner(services, tmp_path):
     started = time.monotonic()
     proc = run_pipeline_sh(

@@ -210,6 +210,7 @@ def loaded(airflow_python, tmp_path_factory):
     return {**out, "tmp": tmp, "fake": fake, "custom": custom, "seconds": seconds}
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_dag_loads_into_the_dagbag_without_errors(loaded):
     assert loaded["airflow"] == AIRFLOW_VERSION
@@ -229,6 +230,7 @@ def test_dag_loads_into_the_dagbag_without_errors(loaded):
     assert "airflow.db" not in loaded["home_files"], loaded["home_files"]  # no metadata database was needed
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_the_rendered_dag_command_runs_the_job_with_the_date(loaded):
     custom = loaded["results"][1]

@@ -268,6 +268,7 @@ def s3(tmp_path_factory):
         clear_fsspec_clients()
 
 
+@pytest.mark.integration
 def test_run_folder_and_index_on_s3(sample, s3):
     import fsspec
 

@@ -154,6 +154,7 @@ def test_export_loads_back_with_identical_outputs(tiny_corpus, tmp_path):
     assert (tmp_path / "export" / "vocab.txt").read_text().startswith("<S>\n</S>\n<UNK>\n")
 
 
+@pytest.mark.integration
 def test_two_process_ddp_on_cpu(tiny_corpus, tmp_path):
     """torchrun with 2 CPU processes (gloo): both ranks train and keep identical parameters."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

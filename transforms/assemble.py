@@ -9,13 +9,13 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 
+from elmo.vectors import STORED_DTYPES, sentence_vector
 from elmo.windows import merge_windows
 from transforms.incremental import KEYED, CarriedSentence, sentence_id, sentence_key
 from transforms.metrics import counter
 from transforms.records import Document, DocumentStats, TokenizedDocument, WindowVectors, error_record
 from transforms.write import VERTEX_JSON, vertex_json
 
-DTYPES = {"float32": np.float32, "float16": np.float16}
 MAX_REASONS = 3  # distinct failure reasons kept per document
 DOC, VECTORS, FAILED, CARRIED = range(4)  # what a document's grouped values are
 
@@ -54,15 +54,6 @@ def _vectors_wire(v: WindowVectors) -> tuple[str, tuple]:
     return v.doc_id, (VECTORS, (v.sentence_index, v.window_index, vectors.tobytes(), vectors.shape, vectors.dtype.str))
 
 
-def sentence_vector(token_vectors: np.ndarray) -> np.ndarray:
-    """The sentence vector: mean over tokens of the layer mix; for layers=all, of the average of the layers.
-
-    token_vectors (T, W) or (L+1, T, W) float32 -> (W,) float32.
-    """
-    mixed = token_vectors.mean(axis=0) if token_vectors.ndim == 3 else token_vectors  # (T, W)
-    return mixed.mean(axis=0)
-
-
 def sentence_records(
     tokenized: TokenizedDocument,
     vectors: dict[tuple[int, int], np.ndarray],
@@ -81,7 +72,7 @@ def sentence_records(
     sentence by content (``key``); ``changed`` (not a column) says whether a vector index needs an upsert.
     """
     doc = tokenized.doc
-    out_type = DTYPES[dtype]
+    out_type = STORED_DTYPES[dtype]
     carried = carried or {}
     records = []
     for s, ((first, last), spans) in enumerate(zip(tokenized.sentence_tokens, tokenized.windows, strict=True)):
@@ -208,8 +199,8 @@ class AssembleSentences(beam.PTransform):
 
     def __init__(self, layers: str, dtype: str, fingerprint: str, with_token_vectors: bool, digest: str = ""):
         super().__init__()
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
+        if dtype not in STORED_DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(STORED_DTYPES)}, not {dtype!r}")
         self._fn = _AssembleFn(layers, dtype, fingerprint, with_token_vectors, digest)
 
     def expand(self, inputs: dict[str, Any]):

@@ -1,8 +1,8 @@
 """File helpers over Beam's ``FileSystems``, so local paths, ``gs://`` and ``s3://`` are only flag values.
 
-Importing this module (every worker process that runs our stages does) sets the storage clients' retry defaults
-(``elmo.storage.configure_client_retries``) and applies our fixes of Beam's GCS and S3 clients
-(``transforms.beam_fixes``: empty S3 uploads, one S3 client per process, no ADC lookup with a GCS emulator).
+Importing this module (every worker process that runs our stages does) applies our fixes of Beam's GCS and S3
+clients (``transforms.beam_fixes``: empty S3 uploads, one S3 client per process, no ADC lookup with a GCS
+emulator); the ``transforms`` package sets the clients' retry defaults (``elmo.retries``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 import transforms.beam_fixes  # noqa: F401  (applies the fixes of Beam's GCS/S3 clients in this process)
-from elmo import storage
+from elmo.model_cache import cached_files
+from elmo.retries import with_retries
+from elmo.storage import is_remote
 
 _WILDCARDS = "*?["
 TEMP_DIR_MARK = "beam-temp-"  # Beam's file sinks stage shards under <dir>/beam-temp-<prefix>-<uuid>/
@@ -33,7 +35,7 @@ def glob_root(pattern: str) -> str:
 
 def match_files(pattern: str) -> list[tuple[str, int]]:
     """All files matching ``pattern``, sorted by path: ``[(path, size_in_bytes), ...]``."""
-    result = storage.with_retries(lambda: FileSystems.match([pattern])[0], f"listing {pattern}")
+    result = with_retries(lambda: FileSystems.match([pattern])[0], f"listing {pattern}")
     return sorted((m.path, m.size_in_bytes) for m in result.metadata_list)
 
 
@@ -41,7 +43,7 @@ def relative_source(path: str, root: str) -> str:
     """``path`` relative to the glob ``root`` (the id prefix of documents read from it)."""
     if root and path.startswith(root):
         return path[len(root) :]
-    if root and not root.startswith(("gs://", "s3://")):
+    if root and not is_remote(root):
         absolute_root = os.path.abspath(root)
         if os.path.abspath(path).startswith(absolute_root + os.sep):
             return os.path.relpath(os.path.abspath(path), absolute_root)
@@ -59,7 +61,7 @@ def read_text(path: str) -> str:
         with _open(path) as f:
             return f.read().decode("utf-8")
 
-    return storage.with_retries(read, f"reading {path}")
+    return with_retries(read, f"reading {path}")
 
 
 def write_text(path: str, text: str) -> None:
@@ -69,7 +71,7 @@ def write_text(path: str, text: str) -> None:
         with FileSystems.create(path, mime_type="text/plain", compression_type=CompressionTypes.UNCOMPRESSED) as f:
             f.write(text.encode("utf-8"))
 
-    storage.with_retries(write, f"writing {path}")
+    with_retries(write, f"writing {path}")
 
 
 def _stat(path: str) -> dict[str, Any]:
@@ -87,22 +89,22 @@ def localize_directory(directory: str, names: tuple[str, ...]) -> str:
     """A local directory holding ``names`` from ``directory``: itself when local, else the local model cache.
 
     Remote files are fetched through Beam's filesystems once per process (and once per machine while the cache
-    directory lives) into a directory keyed by their content hash; see ``elmo.storage.cached_files``.
+    directory lives) into a directory keyed by their content hash; see ``elmo.model_cache.cached_files``.
     """
     if FileSystems.get_scheme(directory) in (None, "file"):
         return directory
-    return storage.cached_files(directory, names, open_fn=_open, stat_fn=_stat)
+    return cached_files(directory, names, open_fn=_open, stat_fn=_stat)
 
 
 def file_exists(path: str) -> bool:
     """Whether a file exists (local, gs://, s3://), with retries of transient errors."""
-    return storage.with_retries(lambda: FileSystems.exists(path), f"checking {path}")
+    return with_retries(lambda: FileSystems.exists(path), f"checking {path}")
 
 
 def list_tree(directory: str) -> list[str]:
     """Every file under ``directory`` (a local folder or a gs:// / s3:// prefix), sorted."""
     pattern = directory.rstrip("/") + "/**"
-    found = storage.with_retries(lambda: FileSystems.match([pattern])[0].metadata_list, f"listing {pattern}")
+    found = with_retries(lambda: FileSystems.match([pattern])[0].metadata_list, f"listing {pattern}")
     return sorted(m.path for m in found)
 
 
@@ -115,4 +117,4 @@ def delete_files(paths: list[str], what: str) -> None:
             FileSystems.delete(still)
 
     if paths:
-        storage.with_retries(delete, what)
+        with_retries(delete, what)

@@ -13,12 +13,12 @@ import torch
 from apache_beam.ml.inference.base import ModelHandler
 
 from elmo import Elmo, LayerChoice
+from elmo.model_dir import MODEL_FILES
 from transforms.files import localize_directory
 from transforms.gpu import check_device
 from transforms.metrics import counter
 from transforms.records import SentenceWindow, WindowVectors
 
-MODEL_FILES = ("options.json", "weights.hdf5")
 PROGRESS_EVERY_S = 10.0
 _LOG = logging.getLogger(__name__)
 

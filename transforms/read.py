@@ -28,6 +28,7 @@ from transforms.records import Document, DocumentError, RawLine, error_record, e
 READ_CHUNK_BYTES = 1 << 20  # compressed bytes read at a time
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 INPUT_FORMATS = ("auto", "text", "jsonl")
+DEFAULT_MAX_DOCUMENT_BYTES = 1_000_000  # longer documents become error records (the --max_document_bytes default)
 # Every compression Beam's CompressionTypes.AUTO picks by suffix (.gz, .bz2, .deflate, .zst/.zstd, .xz/.lzma), with a
 # decompressor that has ``eof`` and ``unused_data``; each checks its stream's checksums (gzip: CRC-32 and length,
 # zlib: Adler-32, bzip2: block and stream CRCs, xz: its check, zstd: the frame checksum when the writer stored one).
@@ -249,7 +250,7 @@ class ReadDocuments(beam.PTransform):
         input_format: str = "auto",
         id_field: str = "id",
         text_field: str = "text",
-        max_document_bytes: int = 1_000_000,
+        max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
     ):
         super().__init__()
         if input_format not in INPUT_FORMATS:

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 
 from elmo import storage
 from elmo.errors import ConfigError
+from elmo.retries import with_retries
 from transforms.files import delete_files, list_tree
 
 RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a plain name: no separators, never "." or ".."
@@ -211,7 +212,7 @@ def _delete_owner_file(path: str) -> None:
         fs.rm_file(target)
 
     try:
-        storage.with_retries(delete, f"deleting {path}")
+        with_retries(delete, f"deleting {path}")
     except FileNotFoundError:
         pass
 
@@ -247,7 +248,7 @@ def claim(folder: str, name: str = OWNER_FILE) -> Owner:
     owner = Owner.new()
     path = _owner_path(folder, name)
     for _ in range(2):
-        if storage.with_retries(lambda: _try_create(path, owner.to_json().encode()), f"claiming {folder}"):
+        if with_retries(lambda: _try_create(path, owner.to_json().encode()), f"claiming {folder}"):
             return owner
         holder = read_owner(folder, name)
         if holder is not None and holder.token == owner.token:  # our own create, retried after a lost reply
