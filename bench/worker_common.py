@@ -74,19 +74,35 @@ def token_layers(outputs: list[torch.Tensor], split: list[list[list[str]]]) -> n
     return np.concatenate(pieces, axis=1)
 
 
-def run_worker(args: argparse.Namespace, embed_batch: EmbedBatch, info: dict) -> None:
-    """Warm-up, timed passes (wall and process CPU time), optional output dump, then one JSON line on stdout."""
+def run_worker(
+    args: argparse.Namespace,
+    embed_batch: EmbedBatch,
+    info: dict,
+    before_pass: Callable[[], None] | None = None,
+    report: Callable[[], dict] | None = None,
+) -> None:
+    """Warm-up, timed passes (wall and process CPU time), optional output dump, then one JSON line on stdout.
+
+    ``before_pass`` runs before every pass, untimed (e.g. emptying a cache, so that each pass starts cold);
+    ``report()`` adds measurements of the timed passes to the result line."""
     sentences = load_sentences(args.sentences)
     split = batches(sentences, args.batch_size)
     for _ in range(args.warmup):
+        if before_pass:
+            before_pass()
         one_pass(embed_batch, split)
     seconds, cpu_seconds = [], []
     for _ in range(args.iters):
+        if before_pass:
+            before_pass()
         start, cpu_start = time.perf_counter(), time.process_time()
         one_pass(embed_batch, split)
         seconds.append(time.perf_counter() - start)
         cpu_seconds.append(time.process_time() - cpu_start)
+    info = {**info, **(report() if report else {})}
     if args.out:
+        if before_pass:
+            before_pass()
         np.save(args.out, token_layers(one_pass(embed_batch, split), split))
     result = {
         "seconds": seconds,
