@@ -1,4 +1,4 @@
-"""The polysemy evaluation (eval/polysemy): its data keeps its rules, its metric is right, and it runs end to end."""
+"""The polysemy evaluation (evaluation/polysemy): its data keeps its rules, its metric is right, it runs end to end."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval.polysemy import (
+from evaluation.polysemy import (
     Example,
     chance,
     evaluate,
@@ -20,7 +20,7 @@ from eval.polysemy import (
     problems,
     target_vectors,
 )
-from eval.polysemy.evaluate import _normalised, main
+from evaluation.polysemy.evaluate import _normalised, main
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "models" / "builtin-tiny"

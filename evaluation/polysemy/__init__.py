@@ -1,9 +1,10 @@
-"""Polysemy evaluation: leave-one-out nearest-neighbour word-sense accuracy per layer (``python -m eval.polysemy``).
+"""Polysemy evaluation: leave-one-out nearest-neighbour word-sense accuracy per layer
+(``python -m evaluation.polysemy``).
 
 The data (``senses.jsonl``) and its rules are described in this folder's README.md; the code is in ``evaluate``.
 """
 
-from eval.polysemy.evaluate import (
+from evaluation.polysemy.evaluate import (
     DATA,
     Example,
     WordResult,

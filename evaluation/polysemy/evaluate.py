@@ -16,8 +16,8 @@ the expected accuracy of a neighbour drawn at random (9/19 = 0.47 for 10 + 10 se
 10 + 10 + 10). Layers 1..L are the contextual LSTM layers; ``1-L`` is the average of their vectors, which is what a
 downstream mix of the contextual layers sees.
 
-``python -m eval.polysemy --model DIR [--words bank,mole] [--json FILE] [--plot FILE.png]`` prints a markdown table
-(one row per word, then the mean), saves the numbers as JSON and draws a 2-D PCA picture of a few words, layer 0
+``python -m evaluation.polysemy --model DIR [--words bank,mole] [--json FILE] [--plot FILE.png]`` prints a markdown
+table (one row per word, then the mean), saves the numbers as JSON and draws a 2-D PCA picture of a few words, layer 0
 next to the top layer, coloured by sense (matplotlib: the ``tools`` extra).
 """
 
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> list[WordResult]:
     """Prints the table; ``--json`` saves the numbers, ``--plot`` draws the picture."""
     parser = argparse.ArgumentParser(
         allow_abbrev=False,
-        prog="python -m eval.polysemy",
+        prog="python -m evaluation.polysemy",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> list[WordResult]:
     results = evaluate(vectors, examples)
     print(markdown_table(results))
     if args.json:
-        data = "eval/polysemy/senses.jsonl" if Path(args.data).resolve() == DATA.resolve() else args.data
+        data = "evaluation/polysemy/senses.jsonl" if Path(args.data).resolve() == DATA.resolve() else args.data
         about = {"model": args.model, "fingerprint": model.fingerprint, "data": data, "sentences": len(examples)}
         Path(args.json).write_text(json.dumps(to_json(results, **about), indent=1) + "\n", encoding="utf-8")
     if args.plot:
