@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("elmo", "transforms", "pipeline", "search")
+PACKAGES = ("elmo", "transforms", "pipeline", "search", "evaluation")
 # package -> top-level names it must never import, at module level or inside a function
 FORBIDDEN = {
-    "elmo": {"apache_beam", "transforms", "pipeline", "search"},
+    "elmo": {"apache_beam", "transforms", "pipeline", "search", "evaluation"},
     "transforms": {"pipeline", "search"},
     "pipeline": {"search"},
     "search": {"apache_beam", "transforms", "pipeline"},
+    "evaluation": {"apache_beam", "transforms", "pipeline", "search"},  # research tools use the model only
 }
 
 
