@@ -33,15 +33,20 @@ def gemm_peak(model, rows: int, repeats: int = 20) -> float:
 
     layer = model.bilm.directions[0][0]
     p, d = layer.projection.shape[1], layer.cell_dim
-    hidden_kernel = torch.randn(2, p, 4 * d)
-    projection = torch.randn(2, d, p)
-    h, cell = torch.randn(2, rows, p), torch.randn(2, rows, d)
+    device = model.device
+    hidden_kernel = torch.randn(2, p, 4 * d, device=device)
+    projection = torch.randn(2, d, p, device=device)
+    h, cell = torch.randn(2, rows, p, device=device), torch.randn(2, rows, d, device=device)
     for _ in range(3):
         torch.bmm(h, hidden_kernel), torch.bmm(cell, projection)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(repeats):
         torch.bmm(h, hidden_kernel)
         torch.bmm(cell, projection)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     return repeats * 2 * 2 * rows * (p * 4 * d + d * p) / seconds / 1e9
 
@@ -54,6 +59,8 @@ def main() -> None:
     args = parser.parse_args()
     set_threads(args.threads)
 
+    import torch
+
     import elmo.model as model_module
     from elmo import Elmo
     from elmo.model import Arithmetic
@@ -64,6 +71,7 @@ def main() -> None:
         args.weights,
         dtype=torch_dtype(args.dtype),
         initial_state="zeros",
+        device=args.device,
         bit_exact=args.mode == "bit-exact",
         **speed,
     )
@@ -73,9 +81,15 @@ def main() -> None:
     timing = {"seconds": 0.0, "flops": 0, "max_rows": 0}
     run_layer_pair = model_module.run_layer_pair
 
+    def wait() -> None:  # GPU kernels run asynchronously: time them to their end
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+
     def timed_layer_pair(layers, inputs, active_rows, *rest):
+        wait()
         start = time.perf_counter()
         result = run_layer_pair(layers, inputs, active_rows, *rest)
+        wait()
         timing["seconds"] += time.perf_counter() - start
         timing["flops"] += lstm_flops(layers, active_rows)
         timing["max_rows"] = max(timing["max_rows"], active_rows[0])

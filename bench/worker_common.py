@@ -34,6 +34,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=2, help="untimed passes over all sentences")
     parser.add_argument("--iters", type=int, default=5, help="timed passes over all sentences")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="parameter dtype")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (bench_gpu.py)")
     parser.add_argument("--out", help="save the layers of every token here (.npy) for the parity check")
     return parser
 
@@ -60,8 +61,12 @@ def batches(sentences: list[list[str]], size: int) -> list[list[list[str]]]:
 
 
 def one_pass(embed_batch: EmbedBatch, split: list[list[list[str]]]) -> list[torch.Tensor]:
-    """Embeds every batch once; returns the outputs so that the work cannot be skipped."""
-    return [embed_batch(batch) for batch in split]
+    """Embeds every batch once; returns the outputs so that the work cannot be skipped (on a GPU, after waiting
+    for the queued kernels, so that a timer around it measures the work)."""
+    outputs = [embed_batch(batch) for batch in split]
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return outputs
 
 
 def token_layers(outputs: list[torch.Tensor], split: list[list[list[str]]]) -> np.ndarray:

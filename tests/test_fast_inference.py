@@ -165,3 +165,16 @@ def test_bf16_arithmetic_stays_close_to_float32():
     worst = max(float(np.max(np.abs(a - b))) for a, b in zip(approximate, reference, strict=True))
     scale = max(float(np.max(np.abs(b))) for b in reference)
     assert 0 < worst < 0.05 * scale
+
+
+def test_the_gpu_benchmark_says_no_gpu_clearly_on_a_cpu_only_machine():
+    import subprocess
+    import sys
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: bench/bench_gpu.py would measure it")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.bench_gpu"], cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 2
+    assert done.stdout.startswith("no GPU:") and "nothing was measured" in done.stdout
