@@ -1,10 +1,29 @@
-"""Putting a document back together: its windows' vectors -> one record per sentence."""
+"""Putting documents back together, one sentence at a time: windows' vectors -> one record per sentence.
+
+No grouping holds more than one sentence (plus small fixed-size data per document), whatever the size of its
+document (issue 12: one document of thousands of sentences grouped as one element could exhaust a Flink
+TaskManager):
+
+1. **by sentence id**: a sentence's shell (its cut of the document: text, tokens, offsets, window spans), its
+   window vectors and its carried vectors (nightly runs) are joined and assembled into its record; each sentence
+   also sends a small status to its document;
+2. **by document id, combined**: a document's verdict from its own part (sentence and token counts, what an error
+   record needs), its sentences' statuses and its inference failures, in an accumulator of fixed size
+   (``CombinePerKey``, so partial verdicts are combined before the shuffle);
+3. **by sentence id again** (``Release``): each record meets the ``DROP`` flags a failed document sends to every
+   one of its sentences, so a document is either fully embedded or dead-lettered whole with its reasons.
+
+Wire forms (what crosses a shuffle; see ``transforms.incremental``'s docstring for why plain tuples): every
+element is ``(str key, (int tag, value))`` with values of ``str``/``int``/``bytes``/``None``: a shell is one
+pickled tuple (its token strings unpickled once, after the shuffle), vectors raw bytes with dtype and shape, a
+record one pickled dict (numpy arrays pickle as their buffers), statuses and flags a few ints and strings.
+"""
 
 from __future__ import annotations
 
 import pickle
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -13,105 +32,135 @@ from elmo.vectors import STORED_DTYPES, sentence_vector
 from elmo.windows import merge_windows
 from transforms.incremental import KEYED, CarriedSentence, sentence_id, sentence_key
 from transforms.metrics import counter
-from transforms.records import Document, DocumentStats, TokenizedDocument, WindowVectors, error_record
+from transforms.records import EXCERPT_CHARS, DocumentStats, TokenizedDocument, WindowVectors, error_record
 from transforms.write import VERTEX_JSON, vertex_json
 
 MAX_REASONS = 3  # distinct failure reasons kept per document
-DOC, VECTORS, FAILED, CARRIED = range(4)  # what a document's grouped values are
-
-# What crosses the GroupByKey: (doc_id, (tag, value)), values plain tuples of str/int/bytes (vectors as raw bytes)
-# or the document as one pickled blob, which Beam's FastPrimitivesCoder encodes natively or copies (dataclasses and
-# numpy arrays would be pickled by its fallback, several times slower; the local runner encodes them twice, its
-# Flatten before a GroupByKey being a stage of its own).
+SHELL, VECTORS, CARRIED = range(3)  # join by sentence id: what a sentence's grouped values are
+DOC, SENTENCE, FAILED = range(3)  # verdict by document id: its parts
+RECORD, DROP = range(2)  # release by sentence id: an assembled record, the flag of a failed document
+_PICKLE = pickle.HIGHEST_PROTOCOL
 
 
-def _doc_wire(tokenized: TokenizedDocument) -> tuple[str, tuple]:
-    """A tokenized document as one pickled blob of str, int and bytes (offsets as int32 bytes): the coder copies
-    it; its token strings are unpickled once, after the shuffle (as a tuple of strings each decode costs ~30x
-    more, as a pickled dataclass with numpy arrays several times more)."""
+class SentenceShell(NamedTuple):
+    """Everything one sentence's record needs except its vectors: a sentence-sized cut of its document
+    (``SentenceShell._make(pickle.loads(wire))``)."""
+
+    doc_id: str
+    sentence_index: int
+    source: str
+    line: int
+    text: str  # the sentence's own text
+    char_start: int  # offsets in the document, in code points
+    char_end: int
+    tokens: tuple[str, ...]
+    token_starts: bytes  # (T,) int32, offsets in the document
+    token_ends: bytes
+    spans: tuple[tuple[int, int], ...]  # its windows, relative to the sentence
+
+    def starts_ends(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.frombuffer(self.token_starts, dtype=np.int32), np.frombuffer(self.token_ends, dtype=np.int32)
+
+
+def sentence_shells(tokenized: TokenizedDocument) -> list[SentenceShell]:
+    """A document -> one ``SentenceShell`` per sentence, in order."""
     doc = tokenized.doc
-    starts = np.ascontiguousarray(tokenized.starts, dtype=np.int32).tobytes()
-    ends = np.ascontiguousarray(tokenized.ends, dtype=np.int32).tobytes()
-    wire = (doc.doc_id, doc.text, doc.source, doc.line, tokenized.tokens, starts, ends)
-    blob = pickle.dumps((*wire, tokenized.sentence_tokens, tokenized.windows), protocol=pickle.HIGHEST_PROTOCOL)
-    return doc.doc_id, (DOC, blob)
+    starts = np.ascontiguousarray(tokenized.starts, dtype=np.int32)
+    ends = np.ascontiguousarray(tokenized.ends, dtype=np.int32)
+    shells = []
+    for s, ((first, last), spans) in enumerate(zip(tokenized.sentence_tokens, tokenized.windows, strict=True)):
+        char_start, char_end = int(starts[first]), int(ends[last - 1])
+        shells.append(
+            SentenceShell(
+                doc.doc_id,
+                s,
+                doc.source,
+                doc.line,
+                doc.text[char_start:char_end],
+                char_start,
+                char_end,
+                tokenized.tokens[first:last],
+                starts[first:last].tobytes(),
+                ends[first:last].tobytes(),
+                spans,
+            )
+        )
+    return shells
 
 
-def _doc_from_wire(blob: bytes) -> TokenizedDocument:
-    doc_id, text, source, line, tokens, starts, ends, sentence_tokens, windows = pickle.loads(blob)
-    return TokenizedDocument(
-        doc=Document(doc_id, text, source, line),
-        tokens=tokens,
-        starts=np.frombuffer(starts, dtype=np.int32),
-        ends=np.frombuffer(ends, dtype=np.int32),
-        sentence_tokens=sentence_tokens,
-        windows=windows,
-    )
+def _shells_wire(tokenized: TokenizedDocument) -> list[tuple[str, tuple]]:
+    """A document -> ``(sentence id, (SHELL, pickled shell tuple))`` per sentence."""
+    return [
+        (sentence_id(shell.doc_id, shell.sentence_index), (SHELL, pickle.dumps(tuple(shell), protocol=_PICKLE)))
+        for shell in sentence_shells(tokenized)
+    ]
+
+
+def _document_wire(tokenized: TokenizedDocument) -> tuple[str, tuple]:
+    """A document's own part of its verdict: ``(doc_id, (DOC, (sentences, tokens, source, line, excerpt)))``."""
+    doc = tokenized.doc
+    part = (len(tokenized.sentence_tokens), len(tokenized.tokens), doc.source, doc.line, doc.text[:EXCERPT_CHARS])
+    return doc.doc_id, (DOC, part)
 
 
 def _vectors_wire(v: WindowVectors) -> tuple[str, tuple]:
     vectors = v.vectors
-    return v.doc_id, (VECTORS, (v.sentence_index, v.window_index, vectors.tobytes(), vectors.shape, vectors.dtype.str))
+    wire = (v.window_index, vectors.tobytes(), vectors.shape, vectors.dtype.str)
+    return sentence_id(v.doc_id, v.sentence_index), (VECTORS, wire)
 
 
-def sentence_records(
-    tokenized: TokenizedDocument,
-    vectors: dict[tuple[int, int], np.ndarray],
+def sentence_record(
+    shell: SentenceShell,
+    vectors: dict[int, np.ndarray],
     layers: str,
     dtype: str,
     fingerprint: str,
     with_token_vectors: bool,
     digest: str = "",
-    carried: dict[int, CarriedSentence] | None = None,
-) -> list[dict[str, Any]]:
-    """All sentence records of one document (schema in docs/pipeline.md), vectors as numpy arrays of ``dtype``.
+    carried: CarriedSentence | None = None,
+) -> dict[str, Any]:
+    """One sentence record (schema in docs/pipeline.md), vectors as numpy arrays of ``dtype``.
 
-    ``vectors[(sentence, window)]``: (T_w, W) or (L+1, T_w, W) float32. Windows are merged with
-    ``elmo.windows.merge_windows`` (each token from the window where it is most central). A sentence in
-    ``carried`` takes the previous run's vectors instead. ``digest`` (the vector-changing settings) keys each
-    sentence by content (``key``); ``changed`` (not a column) says whether a vector index needs an upsert.
+    ``vectors[window]``: (T_w, W) or (L+1, T_w, W) float32, merged with ``elmo.windows.merge_windows`` (each token
+    from the window where it is most central). A ``carried`` sentence takes the previous run's vectors instead.
+    ``digest`` (the vector-changing settings) keys the sentence by content (``key``); ``changed`` (not a column)
+    says whether a vector index needs an upsert.
     """
-    doc = tokenized.doc
+    s = shell.sentence_index
     out_type = STORED_DTYPES[dtype]
-    carried = carried or {}
-    records = []
-    for s, ((first, last), spans) in enumerate(zip(tokenized.sentence_tokens, tokenized.windows, strict=True)):
-        tokens = tokenized.tokens[first:last]
-        if s in carried:
-            vector, token_vectors = _carried_vectors(carried[s], with_token_vectors)
-            key = carried[s].key  # the same tokens under the same settings: no need to hash them again
-        else:
-            key = sentence_key(digest, tokens)
-            merged = merge_windows([vectors[(s, w)] for w in range(len(spans))], spans, last - first)  # (..., n, W)
-            vector = sentence_vector(merged).astype(out_type)
-            token_vectors = merged.astype(out_type) if with_token_vectors else None
-        char_start, char_end = int(tokenized.starts[first]), int(tokenized.ends[last - 1])
-        if not np.isfinite(vector).all():
-            raise ValueError(f"sentence {s} has a non-finite vector in {dtype}")
-        records.append(
-            {
-                "id": sentence_id(doc.doc_id, s),
-                "doc_id": doc.doc_id,
-                "sentence_index": s,
-                "key": key,
-                "source": doc.source,
-                "line": doc.line,
-                "text": doc.text[char_start:char_end],
-                "char_start": char_start,
-                "char_end": char_end,
-                "tokens": list(tokens),
-                "token_starts": tokenized.starts[first:last],
-                "token_ends": tokenized.ends[first:last],
-                "n_windows": len(spans),
-                "sentence_vector": vector,
-                "token_vectors": token_vectors,
-                "layers": layers,
-                "dtype": dtype,
-                "model_fingerprint": fingerprint,
-                "changed": s not in carried or not carried[s].unchanged,
-            }
-        )
-    return records
+    if carried is not None:
+        vector, token_vectors = _carried_vectors(carried, with_token_vectors)
+        key = carried.key  # the same tokens under the same settings: no need to hash them again
+    else:
+        key = sentence_key(digest, shell.tokens)
+        n = len(shell.tokens)
+        merged = merge_windows([vectors[w] for w in range(len(shell.spans))], shell.spans, n)  # (..., n, W)
+        vector = sentence_vector(merged).astype(out_type)
+        token_vectors = merged.astype(out_type) if with_token_vectors else None
+    if not np.isfinite(vector).all():
+        raise ValueError(f"sentence {s} has a non-finite vector in {dtype}")
+    starts, ends = shell.starts_ends()
+    return {
+        "id": sentence_id(shell.doc_id, s),
+        "doc_id": shell.doc_id,
+        "sentence_index": s,
+        "key": key,
+        "source": shell.source,
+        "line": shell.line,
+        "text": shell.text,
+        "char_start": shell.char_start,
+        "char_end": shell.char_end,
+        "tokens": list(shell.tokens),
+        "token_starts": starts,
+        "token_ends": ends,
+        "n_windows": len(shell.spans),
+        "sentence_vector": vector,
+        "token_vectors": token_vectors,
+        "layers": layers,
+        "dtype": dtype,
+        "model_fingerprint": fingerprint,
+        "changed": carried is None or not carried.unchanged,
+    }
 
 
 def _carried_vectors(carried: CarriedSentence, with_token_vectors: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -124,9 +173,11 @@ def _carried_vectors(carried: CarriedSentence, with_token_vectors: bool) -> tupl
     return vector, token_vectors
 
 
-class _AssembleFn(beam.DoFn):
-    """(doc_id, [(DOC | VECTORS | CARRIED | FAILED, value)]) -> sentence records, each with its Vertex AI line
-    (``VERTEX_JSON``, formatted once for vertex/ and vertex-delta/); tagged ``stats`` and ``failed`` outputs."""
+class _AssembleSentenceFn(beam.DoFn):
+    """(sentence id, [(SHELL | VECTORS | CARRIED, value)]) -> ``(sentence id, (RECORD, pickled record))`` when it
+    could be assembled (the record with its Vertex AI line, ``VERTEX_JSON``, formatted once for vertex/ and
+    vertex-delta/); always a tagged ``status``: ``(doc_id, (SENTENCE, (sentence_index, ok, missing windows,
+    expected windows, carried, reason)))``."""
 
     def __init__(self, layers: str, dtype: str, fingerprint: str, with_token_vectors: bool, digest: str):
         self._layers = layers
@@ -134,33 +185,27 @@ class _AssembleFn(beam.DoFn):
         self._fingerprint = fingerprint
         self._with_token_vectors = with_token_vectors
         self._digest = digest
-        self._embedded = counter("documents_embedded")
-        self._failed = counter("documents_failed_embedding")
 
     def process(self, element: tuple[str, Iterable[tuple[int, Any]]]):
-        doc_id, tagged = element
-        docs, failed, vectors, carried = [], set(), {}, {}
+        sid, tagged = element
+        shell, vectors, carried = None, {}, None
         for tag, value in tagged:
             if tag == VECTORS:
-                s, w, data, shape, dtype = value
-                vectors[(s, w)] = np.frombuffer(data, dtype=dtype).reshape(shape)
+                w, data, shape, dtype = value
+                vectors[w] = np.frombuffer(data, dtype=dtype).reshape(shape)
             elif tag == CARRIED:
-                c = CarriedSentence._make(value)
-                carried[c.sentence_index] = c
-            elif tag == DOC:
-                docs.append(value)
+                carried = CarriedSentence._make(value)
             else:
-                failed.add(value)
-        tokenized = _doc_from_wire(docs[0])  # exactly one: ids are unique, windows come from it
-        doc = tokenized.doc
-        reasons = sorted(failed)
-        expected = sum(len(spans) for s, spans in enumerate(tokenized.windows) if s not in carried)
-        if not reasons and len(vectors) != expected:
-            reasons = [f"{expected - len(vectors)} of {expected} windows came back empty"]
-        if not reasons:
+                shell = SentenceShell._make(pickle.loads(value))
+        if shell is None:  # vectors without a document cannot happen: the windows come from its shells
+            return
+        expected = 0 if carried is not None else len(shell.spans)
+        missing = sum(w not in vectors for w in range(expected))
+        reason = ""
+        if not missing:
             try:
-                records = sentence_records(
-                    tokenized,
+                record = sentence_record(
+                    shell,
                     vectors,
                     self._layers,
                     self._dtype,
@@ -169,22 +214,111 @@ class _AssembleFn(beam.DoFn):
                     self._digest,
                     carried,
                 )
-                for record in records:  # formatted once here for vertex/ and vertex-delta/
-                    record[VERTEX_JSON] = vertex_json(record)
+                record[VERTEX_JSON] = vertex_json(record)  # formatted once here for vertex/ and vertex-delta/
             except Exception as exc:  # never lose a document: it goes to errors/ with the reason
-                reasons = [f"assembling failed: {type(exc).__name__}: {exc}"]
+                reason = f"assembling failed: {type(exc).__name__}: {exc}"
+            else:
+                yield sid, (RECORD, pickle.dumps(record, protocol=_PICKLE))
+        ok = not missing and not reason
+        status = (shell.sentence_index, ok, missing, expected, int(carried is not None), reason)
+        yield beam.pvalue.TaggedOutput("status", (shell.doc_id, (SENTENCE, status)))
+
+
+# A document's verdict, of fixed size whatever its number of sentences (a plain list: the accumulator's coder
+# encodes it natively):
+_PART, _OK, _MISSING, _EXPECTED, _CARRIED, _FAILED, _ASSEMBLING = range(7)
+
+
+class _DocumentVerdictFn(beam.CombineFn):
+    """A document's parts -> ``[doc part or None, sentences ok, missing windows, expected windows, carried
+    sentences, the MAX_REASONS smallest inference failure reasons, (sentence index, reason) of the first sentence
+    that failed to assemble or None]``."""
+
+    def create_accumulator(self):
+        return [None, 0, 0, 0, 0, [], None]
+
+    def add_input(self, acc, part):
+        tag, value = part
+        if tag == DOC:
+            acc[_PART] = value
+        elif tag == FAILED:
+            acc[_FAILED] = _smallest(acc[_FAILED], (value,))
+        else:
+            s, ok, missing, expected, carried, reason = value
+            acc[_OK] += int(ok)
+            acc[_MISSING] += missing
+            acc[_EXPECTED] += expected
+            acc[_CARRIED] += carried
+            if reason:
+                acc[_ASSEMBLING] = _first(acc[_ASSEMBLING], (s, reason))
+        return acc
+
+    def merge_accumulators(self, accumulators):
+        out = self.create_accumulator()
+        for acc in accumulators:
+            out[_PART] = out[_PART] or acc[_PART]
+            for i in (_OK, _MISSING, _EXPECTED, _CARRIED):
+                out[i] += acc[i]
+            out[_FAILED] = _smallest(out[_FAILED], acc[_FAILED])
+            out[_ASSEMBLING] = _first(out[_ASSEMBLING], acc[_ASSEMBLING])
+        return out
+
+    def extract_output(self, acc):
+        return acc
+
+
+def _smallest(reasons: list[str], more: Iterable[str]) -> list[str]:
+    return sorted(set(reasons).union(more))[:MAX_REASONS]
+
+
+def _first(a: tuple | None, b: tuple | None) -> tuple | None:
+    """The (sentence index, reason) of the earlier sentence (as assembling a whole document stopped at it)."""
+    if a is None or b is None:
+        return b if a is None else a
+    return min(tuple(a), tuple(b))
+
+
+class _VerdictFn(beam.DoFn):
+    """(doc_id, verdict) -> for an embedded document a tagged ``stats``; for a failed one a tagged ``failed``
+    error record and ``(sentence id, (DROP, None))`` for each of its sentences (its records are dropped)."""
+
+    def __init__(self):
+        self._embedded = counter("documents_embedded")
+        self._failed = counter("documents_failed_embedding")
+
+    def process(self, element):
+        doc_id, (part, ok, missing, expected, carried, failed, assembling) = element
+        if part is None:  # parts of a document that was never tokenized cannot happen
+            return
+        n_sentences, n_tokens, source, line, excerpt = part
+        reasons = list(failed)
+        if not reasons and missing:
+            reasons = [f"{missing} of {expected} windows came back empty"]
+        if not reasons and assembling is not None:
+            reasons = [assembling[1]]
+        if not reasons and ok != n_sentences:
+            reasons = [f"{n_sentences - ok} of {n_sentences} sentences were not assembled"]
         if reasons:
             self._failed.inc()
             reason = "; ".join(reasons[:MAX_REASONS])
-            yield beam.pvalue.TaggedOutput(
-                "failed", error_record("embed", reason, doc_id, doc.source, doc.line, doc.text)
-            )
-        else:
-            self._embedded.inc()
-            yield from records
-            windows = sum(len(spans) for s, spans in enumerate(tokenized.windows) if s not in carried)
-            stats = DocumentStats(doc_id, len(records), len(tokenized.tokens), windows, len(carried))
-            yield beam.pvalue.TaggedOutput("stats", stats)
+            yield beam.pvalue.TaggedOutput("failed", error_record("embed", reason, doc_id, source, line, excerpt))
+            for s in range(n_sentences):
+                yield sentence_id(doc_id, s), (DROP, None)
+            return
+        self._embedded.inc()
+        yield beam.pvalue.TaggedOutput("stats", DocumentStats(doc_id, n_sentences, n_tokens, expected, carried))
+
+
+def _released(element: tuple[str, Iterable[tuple[int, Any]]]):
+    """(sentence id, [(RECORD, pickled record) | (DROP, None)]) -> the record, unless its document failed."""
+    _, tagged = element
+    blobs = []
+    for tag, value in tagged:
+        if tag == DROP:
+            return
+        blobs.append(value)
+    for blob in blobs:
+        yield pickle.loads(blob)
 
 
 class AssembleSentences(beam.PTransform):
@@ -192,33 +326,52 @@ class AssembleSentences(beam.PTransform):
     'failed': PCollection[tuple[str doc_id, str reason]], optional 'carried': PCollection[carried sentence tuple]}
     -> (PCollection[dict sentence record], PCollection[DocumentStats], PCollection[dict error record]).
 
-    Groups everything of a document by its id; a document with any failed or missing window is dead-lettered as a
+    A document with any failed or missing window, or any sentence that cannot be assembled, is dead-lettered as a
     whole (so a document is either fully embedded or in errors/, never half). Carried sentences (from a previous
-    run) take their stored vectors.
+    run) take their stored vectors. Assembled by sentence (module docstring): no grouping holds more than one
+    sentence's data, whatever the size of its document.
     """
 
     def __init__(self, layers: str, dtype: str, fingerprint: str, with_token_vectors: bool, digest: str = ""):
         super().__init__()
         if dtype not in STORED_DTYPES:
             raise ValueError(f"dtype must be one of {sorted(STORED_DTYPES)}, not {dtype!r}")
-        self._fn = _AssembleFn(layers, dtype, fingerprint, with_token_vectors, digest)
+        self._fn = _AssembleSentenceFn(layers, dtype, fingerprint, with_token_vectors, digest)
 
     def expand(self, inputs: dict[str, Any]):
         docs: beam.PCollection[TokenizedDocument] = inputs["doc"]
         vectors: beam.PCollection[WindowVectors] = inputs["vectors"]
-        keyed = [
-            docs | "KeyDocs" >> beam.Map(_doc_wire).with_output_types(KEYED),
+        by_sentence = [
+            docs | "Shells" >> beam.FlatMap(_shells_wire).with_output_types(KEYED),
             vectors | "KeyVectors" >> beam.Map(_vectors_wire).with_output_types(KEYED),
-            inputs["failed"] | "KeyFailed" >> beam.Map(lambda f: (f[0], (FAILED, f[1]))).with_output_types(KEYED),
         ]
         if "carried" in inputs:
-            keyed.append(
-                inputs["carried"] | "KeyCarried" >> beam.Map(lambda c: (c[0], (CARRIED, c))).with_output_types(KEYED)
+            by_sentence.append(
+                inputs["carried"]
+                | "KeyCarried" >> beam.Map(lambda c: (sentence_id(c[0], c[1]), (CARRIED, c))).with_output_types(KEYED)
             )
-        out = (
-            keyed
-            | "GroupByDocument/Flatten" >> beam.Flatten()
-            | "GroupByDocument/GroupByKey" >> beam.GroupByKey()
-            | "Assemble" >> beam.ParDo(self._fn).with_outputs("stats", "failed", main="sentences")
+        assembled = (
+            by_sentence
+            | "GroupBySentence/Flatten" >> beam.Flatten()
+            | "GroupBySentence/GroupByKey" >> beam.GroupByKey()
+            | "Assemble" >> beam.ParDo(self._fn).with_output_types(KEYED).with_outputs("status", main="records")
         )
-        return out.sentences, out.stats, out.failed
+        parts = (
+            docs | "DocumentPart" >> beam.Map(_document_wire).with_output_types(KEYED),
+            assembled.status,
+            inputs["failed"] | "FailedParts" >> beam.Map(lambda f: (f[0], (FAILED, f[1]))).with_output_types(KEYED),
+        )
+        verdicts = (
+            parts
+            | "ByDocument/Flatten" >> beam.Flatten()
+            | "ByDocument/Combine" >> beam.CombinePerKey(_DocumentVerdictFn())
+            | "Verdict"
+            >> beam.ParDo(_VerdictFn()).with_output_types(KEYED).with_outputs("stats", "failed", main="drop")
+        )
+        sentences = (
+            (assembled.records, verdicts.drop)
+            | "Release/Flatten" >> beam.Flatten()
+            | "Release/GroupByKey" >> beam.GroupByKey()
+            | "Released" >> beam.FlatMap(_released)
+        )
+        return sentences, verdicts.stats, verdicts.failed
