@@ -2,7 +2,7 @@
 
 The local runner keeps every PCollection that crosses a fused stage boundary in its own memory (no spilling to
 disk), and a grouping stage holds all of its input at once, decoded, and then once more re-encoded as one blob:
-all window vectors wait in the buffer of ``AssembleSentences``' ``CoGroupByKey`` until embedding has finished
+all window vectors wait in the buffer of ``AssembleSentences``' join by sentence id until embedding has finished
 (the peak without ``--token_vectors``), and every output record waits in the ``GroupByKey`` that Beam's file
 sinks add for a fixed ``num_shards`` (the peak with ``--token_vectors``: the Arrow tables hold every token
 vector). So a local run's peak grows with the corpus, not with batch or bundle sizes, and a big enough input is
@@ -33,7 +33,7 @@ BYTES_PER_TOKEN = 5.4  # English input bytes per token of the built-in tokenizer
 BASE_BYTES = 1060 * 2**20  # the launcher: Python, torch, Beam, the model, before any data (intercept of the fit)
 WORKER_BASE_BYTES = 420 * 2**20  # each SDK worker process with multi_processing (torch + Beam + model: 411 MiB)
 TEXT_BYTES_PER_INPUT_BYTE = 140.0  # documents, tokens, offsets and windows held between stages, per input byte
-# Phase 1, embedding and the CoGroupByKey of AssembleSentences: the float32 window vectors (WindowVectors) held
+# Phase 1, embedding and the join by sentence id of AssembleSentences: the float32 window vectors (WindowVectors) held
 # this many times over (decoded in the grouping table, then re-encoded as one blob, then read back).
 WINDOW_VECTOR_COPIES = 4.8
 # Phase 2, assembling and writing: the grouped blob of window vectors is still held, and the GroupByKey of the
