@@ -199,3 +199,41 @@ def test_a_document_with_one_failed_window_is_dead_lettered_whole_and_its_siblin
             ),
             label="errors",
         )
+
+
+def test_carried_sentences_take_their_stored_vectors_next_to_embedded_ones():
+    tokenizer = Tokenizer.from_json((BUILTIN_MODEL / "tokenizer.json").read_text())
+    doc = tokenize_document(Document("d", "Kept from yesterday. New today.", "s.txt", 1), tokenizer, 8, 2)
+    handler = ElmoModelHandler(str(BUILTIN_MODEL), layers="all", device="cpu")
+    fresh = [v for v in _embedded(handler, [doc]) if v.sentence_index == 1]
+    n0 = doc.sentence_tokens[0][1] - doc.sentence_tokens[0][0]
+    stored_tokens = np.arange(n0 * 3 * 32, dtype=np.float16).reshape(n0, 3, 32)  # as stored: (T, L+1, W)
+    stored_vector = np.full(32, 0.5, dtype=np.float16)
+    stored = ("d#0", stored_vector.tobytes(), "<f2", stored_tokens.tobytes(), stored_tokens.shape)
+    carried = ("d", 0, "k" * 32, False, stored)  # the wire form MatchPrevious gives
+
+    def check(records):
+        by_id = {r["id"]: r for r in records}
+        assert sorted(by_id) == ["d#0", "d#1"]
+        kept, new = by_id["d#0"], by_id["d#1"]
+        assert kept["key"] == "k" * 32 and kept["changed"] is True and kept["text"] == "Kept from yesterday."
+        np.testing.assert_array_equal(kept["sentence_vector"], stored_vector)
+        np.testing.assert_array_equal(kept["token_vectors"], stored_tokens.transpose(1, 0, 2))
+        assert new["token_vectors"].shape == (3, len(new["tokens"]), 32) and new["token_vectors"].dtype == np.float16
+        assert json.loads(new["vertex_json"])["id"] == "d#1"
+
+    with local_pipeline() as p:
+        inputs = {
+            "doc": p | "Docs" >> beam.Create([doc]),
+            "vectors": p | "Vectors" >> beam.Create(fresh),
+            "failed": p | "Failed" >> beam.Create([]),
+            "carried": p | "Carried" >> beam.Create([carried]),
+        }
+        records, stats, errors = inputs | AssembleSentences("all", "float16", "f" * 16, True, digest="0" * 16)
+        assert_that(records, check)
+        assert_that(
+            stats | beam.Map(lambda s: (s.doc_id, s.sentences, s.windows, s.carried)),
+            equal_to([("d", 2, 1, 1)]),
+            label="stats",
+        )
+        assert_that(errors, equal_to([]), label="errors")
