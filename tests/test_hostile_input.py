@@ -247,7 +247,7 @@ def test_a_flag_that_is_not_exactly_known_stops_the_launcher(tmp_path, flags, me
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("module", ["elmo.embed", "elmo.train"])
+@pytest.mark.parametrize("module", ["elmo.embed", "elmo.training.train"])
 def test_the_model_commands_take_no_abbreviated_flags(module):
     import importlib
 

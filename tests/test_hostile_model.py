@@ -29,8 +29,8 @@ from elmo.config import ElmoConfig, OptionsError
 from elmo.embed import main as embed_main
 from elmo.errors import ConfigError, ModelFilesError
 from elmo.mix import apply_layer_choice
-from elmo.train import CheckpointError, plain_data, read_checkpoint
-from elmo.train import main as train_main
+from elmo.training.train import CheckpointError, plain_data, read_checkpoint
+from elmo.training.train import main as train_main
 from elmo.weights import WeightsFormatError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -323,11 +323,11 @@ def test_missing_model_files_are_named(tmp_path, model_dir, capsys):
 
 
 def test_train_usage_errors_are_one_line(tmp_path):
-    result = _cli("elmo.train", "--train", "x.txt", "--device", "cpu")
+    result = _cli("elmo.training.train", "--train", "x.txt", "--device", "cpu")
     assert result.returncode == 2 and result.stderr.strip() == (
-        "python -m elmo.train: error: --train and --vocab are required for training"
+        "python -m elmo.training.train: error: --train and --vocab are required for training"
     )
-    result = _cli("elmo.train", "--export-checkpoint", str(tmp_path / "none.pt"), "--export", str(tmp_path))
+    result = _cli("elmo.training.train", "--export-checkpoint", str(tmp_path / "none.pt"), "--export", str(tmp_path))
     assert result.returncode == 2 and "checkpoint" in result.stderr and "does not exist" in result.stderr
     assert "Traceback" not in result.stderr
 

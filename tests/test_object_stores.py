@@ -347,8 +347,8 @@ def test_credentials_in_flags_are_refused_before_anything_runs():
 @pytest.mark.integration
 def test_training_reads_its_data_from_s3_and_exports_to_gs(stores, tmp_path):
     from elmo import Elmo
-    from elmo.train import main as train_main
-    from elmo.vocab import Vocabulary
+    from elmo.training.train import main as train_main
+    from elmo.training.vocab import Vocabulary
     from tests.conftest import golden_batches
     from tests.test_train import TINY_OPTIONS
 
