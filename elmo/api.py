@@ -34,6 +34,7 @@ from elmo.errors import ConfigError, ModelFilesError
 from elmo.mix import LayerChoice, apply_layer_choice
 from elmo.model import Arithmetic, BiLm, BiLmState
 from elmo.model_dir import MODEL_FILES
+from elmo.state import canonical_state
 from elmo.token_cache import DEFAULT_CAPACITY, CacheStats, TokenCache
 from elmo.weights import fingerprint, load_weights, save_weights
 
@@ -166,9 +167,7 @@ class Elmo:
         self._fixed_state: BiLmState | None = None  # (2, L, 1, ·) when "warm"
         self._stateful_state: BiLmState | None = None
         if initial_state == "warm":
-            from elmo.state import canonical_state
-
-            self._fixed_state = canonical_state(self)
+            self._fixed_state = canonical_state(self.bilm)
 
     @property
     def cache_stats(self) -> CacheStats:
