@@ -25,11 +25,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.beam_testing import (
-    BUILTIN_MODEL,
     FLINK_SCRIPT,
     REPO,
     SAMPLE_DOCUMENTS,
     SAMPLE_GLOB,
+    TINY_MODEL,
     restore_torch_threads,  # noqa: F401  (autouse fixture)
     run_job,
     run_pipeline_sh,
@@ -140,7 +140,7 @@ def _run_on_flink(cluster: dict, *job_flags: str) -> dict:
     ]
     runner_flags = _runner_flags(*user_flags)
     assert "--runner=FlinkRunner" in runner_flags and f"--parallelism={PARALLELISM}" in runner_flags
-    argv = [f"--model={BUILTIN_MODEL}", *job_flags, *runner_flags, *user_flags]
+    argv = [f"--model={TINY_MODEL}", *job_flags, *runner_flags, *user_flags]
     proc = subprocess.run(
         [sys.executable, "-c", RUN_JOB, *argv],
         cwd=REPO,

@@ -24,10 +24,10 @@ import numpy as np
 import pytest
 
 from tests.beam_testing import (
-    BUILTIN_MODEL,
     REPO,
     SAMPLE_DOCUMENTS,
     SAMPLE_GLOB,
+    TINY_MODEL,
     restore_torch_threads,  # noqa: F401  (autouse fixture)
     run_job,
     sentence_vectors,
@@ -153,7 +153,7 @@ def flink_run(cluster, tmp_path_factory) -> dict:
     argv = [
         f"--input={SAMPLE_GLOB}",
         f"--output={tmp_path_factory.mktemp('flink2tm')}",
-        f"--model={BUILTIN_MODEL}",
+        f"--model={TINY_MODEL}",
         *_runner_flags(*user_flags),
         *user_flags,
     ]

@@ -32,9 +32,10 @@ from elmo.mix import apply_layer_choice
 from elmo.training.train import CheckpointError, plain_data, read_checkpoint
 from elmo.training.train import main as train_main
 from elmo.weights import WeightsFormatError
+from tests.model_files import TINY_MODEL
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "models" / "builtin-tiny"
+TINY = TINY_MODEL
 LINES = ["The cat sat .", "A bank by the river .", "Birds fly ."]
 
 

@@ -26,6 +26,7 @@ from tests.beam_testing import (
     restore_torch_threads,  # noqa: F401  (autouse fixture)
     run_job_summary,
 )
+from tests.model_files import TINY_MODEL
 from transforms.read import _ReadLinesFn, iter_lines, parse_line
 from transforms.records import DocumentError, RawLine
 
@@ -335,6 +336,6 @@ def test_versions_1_and_2_cut_english_identically():
 
 
 def test_the_shipped_models_use_version_2():
-    for model in ("elmo-en-small", "builtin-tiny"):
-        config = TokenizerConfig.from_json((REPO / "models" / model / "tokenizer.json").read_text())
+    for model in (REPO / "models" / "elmo-en-small", TINY_MODEL):
+        config = TokenizerConfig.from_json((model / "tokenizer.json").read_text())
         assert config.version == 2

@@ -8,11 +8,11 @@ from apache_beam.options.pipeline_options import PipelineOptions, PortableOption
 from pipeline.options import EmbedOptions, option_names
 from pipeline.plan import plan_run
 from pipeline.run import run
-from tests.beam_testing import BUILTIN_MODEL, SAMPLE_GLOB
+from tests.beam_testing import SAMPLE_GLOB, TINY_MODEL
 
 
 def _opts(*flags: str) -> EmbedOptions:
-    return PipelineOptions([f"--model={BUILTIN_MODEL}", *flags]).view_as(EmbedOptions)
+    return PipelineOptions([f"--model={TINY_MODEL}", *flags]).view_as(EmbedOptions)
 
 
 def test_help_lists_the_job_flags(capsys):
@@ -49,7 +49,7 @@ def test_plan_reads_the_model_and_names_the_run_by_its_settings(tmp_path):
 )
 def test_bad_settings_fail_before_the_pipeline_starts(flags, message):
     with pytest.raises(ValueError, match=message):
-        run([f"--model={BUILTIN_MODEL}", "--output=/tmp/never-written", *flags])
+        run([f"--model={TINY_MODEL}", "--output=/tmp/never-written", *flags])
 
 
 def test_output_is_not_taken_for_a_longer_beam_flag():

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from tests.beam_testing import (
-    BUILTIN_MODEL,
     FLINK_SCRIPT,
     REPO,
     SAMPLE_GLOB,
+    TINY_MODEL,
     restore_torch_threads,  # noqa: F401  (autouse fixture)
     run_job,
     run_pipeline_sh,
@@ -94,7 +94,7 @@ def test_run_pipeline_portable_equals_the_local_runner(services, tmp_path):
         f"--environment_config=127.0.0.1:{services['pool_port']}",
         f"--input={SAMPLE_GLOB}",
         f"--output={tmp_path / 'portable'}",
-        f"--model={BUILTIN_MODEL}",
+        f"--model={TINY_MODEL}",
         env=services["env"],
         timeout=600,
     )
