@@ -50,6 +50,8 @@ setup(
     packages=find_packages(
         include=["elmo", "elmo.*", "pipeline", "pipeline.*", "transforms", "transforms.*", "search", "search.*"]
     ),
+    # the default model (elmo.model_dir.default_model_dir) is installed inside the package, so every install finds it
+    package_data={"elmo": ["models/*/*"]},
     install_requires=MODEL_REQUIRES + PIPELINE_REQUIRES,
     # "tools": the polysemy picture (python -m elmo.polysemy --plot) and python -m search.plot; "corpus": the corpus
     # builder's splitter; "search": the embedded vector index of python -m search.index / search.query.

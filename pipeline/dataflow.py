@@ -172,7 +172,7 @@ def dataflow_flags(
         if not REMOTE_RE.fullmatch(job.model) and not baked:
             errors.append(
                 f"--model={job.model}: the workers cannot read the launcher's model folder; copy it to gs:// "
-                "(gcloud storage cp -r models/elmo-en-small gs://BUCKET/models/) and pass --model gs://..."
+                "(gcloud storage cp -r elmo/models/elmo-en-small gs://BUCKET/models/) and pass --model gs://..."
             )
 
     # GPU: the simple flags, or a worker_accelerator option given as is

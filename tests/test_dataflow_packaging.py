@@ -404,7 +404,7 @@ def test_worker_dockerfile_matches_the_pins():
     assert "COPY --from=beam /opt/apache/beam /opt/apache/beam" in text
     assert re.search(r'^ENTRYPOINT \["/opt/apache/beam/boot"\]', text, flags=re.M)
     assert 'pip install "torch==${TORCH_VERSION}"' in text and "pip install /opt/elmo" in text
-    for copied in ("setup.py", "elmo", "pipeline", "transforms", "models", "dataflow"):
+    for copied in ("setup.py", "elmo", "pipeline", "transforms", "elmo/models", "dataflow"):
         assert re.search(rf"^COPY {copied}\b", text, flags=re.M), copied
         assert (REPO / copied).exists()
 

@@ -20,6 +20,7 @@ from apache_beam.pvalue import TaggedOutput
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from elmo.model_dir import default_model_dir
 from elmo.tokenize import Tokenizer, TokenizerConfig
 from tests.beam_testing import (
     REPO,
@@ -336,6 +337,6 @@ def test_versions_1_and_2_cut_english_identically():
 
 
 def test_the_shipped_models_use_version_2():
-    for model in (REPO / "models" / "elmo-en-small", TINY_MODEL):
+    for model in (default_model_dir(), TINY_MODEL):
         config = TokenizerConfig.from_json((model / "tokenizer.json").read_text())
         assert config.version == 2

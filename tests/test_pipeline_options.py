@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
 
-from pipeline.options import EmbedOptions, option_names
+from elmo.model_dir import default_model_dir
+from pipeline.options import BUILTIN_MODEL, EmbedOptions, option_names
 from pipeline.plan import plan_run
 from pipeline.run import run
 from tests.beam_testing import SAMPLE_GLOB, TINY_MODEL
@@ -13,6 +16,12 @@ from tests.beam_testing import SAMPLE_GLOB, TINY_MODEL
 
 def _opts(*flags: str) -> EmbedOptions:
     return PipelineOptions([f"--model={TINY_MODEL}", *flags]).view_as(EmbedOptions)
+
+
+def test_the_default_model_is_the_packaged_one():
+    """--model's default is the model installed with the package (elmo.model_dir), wherever that is."""
+    assert Path(BUILTIN_MODEL).resolve() == default_model_dir().resolve()
+    assert PipelineOptions([]).view_as(EmbedOptions).model == BUILTIN_MODEL
 
 
 def test_help_lists_the_job_flags(capsys):

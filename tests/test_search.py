@@ -15,6 +15,7 @@ import pyarrow as pa
 import pytest
 
 from elmo.cli import run_cli
+from elmo.model_dir import default_model_dir
 from search import (
     EmptyQueryError,
     IndexModelError,
@@ -37,7 +38,7 @@ from tests.beam_testing import (
 from tests.test_nightly import day1_corpus, day2_corpus
 
 SENSES = REPO / "tests" / "fixtures" / "senses" / "senses.jsonl"
-ENGLISH = REPO / "models" / "elmo-en-small"
+ENGLISH = default_model_dir()
 # Measured with elmo-en-small, layers=average, centred cosine (docs/search.md): bank 0.69, bat 0.75, spring 0.39
 # vs sense shares 0.48 / 0.48 / 0.30. For plant, bass and crane the model's contextual vectors do not separate the
 # senses (at chance with every layer and with sentence vectors too; MODEL_CARD.md's polysemy check finds the same
@@ -215,7 +216,7 @@ def test_word_in_context_ranks_the_same_sense_first(senses, word):
 def test_the_senses_are_not_used_elsewhere():
     """The sense set is this test's own: no sentence of it appears in the project's other data or code."""
     texts = [json.loads(line)["text"] for line in SENSES.read_text().splitlines()]
-    folders = ("sample_data", "elmo", "corpus", "tests", "docs", "bench", "models", "pipeline", "transforms")
+    folders = ("sample_data", "elmo", "corpus", "tests", "docs", "bench", "pipeline", "transforms")
     others = [p for d in folders for p in (REPO / d).rglob("*") if p.is_file()]
     others = [p for p in others if p.suffix in (".txt", ".jsonl", ".py", ".md", ".json") and p != SENSES]
     for path in others:
