@@ -28,7 +28,7 @@ from tests.beam_testing import (
     run_job_summary,
 )
 from tests.model_files import TINY_MODEL
-from transforms.read import _ReadLinesFn, iter_lines, parse_line
+from transforms.read import ReadLinesFn, iter_lines, parse_line
 from transforms.records import DocumentError, RawLine
 
 V1 = Tokenizer(TokenizerConfig(version=1))
@@ -40,7 +40,7 @@ PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[Heal
 def read_shard(path: Path) -> tuple[list[RawLine], list[dict]]:
     """Runs the read DoFn on one shard, outside Beam: (raw lines, unreadable-shard error records)."""
     lines, errors = [], []
-    for out in _ReadLinesFn(str(path.parent) + "/", "auto", MAX_BYTES).process(str(path)):
+    for out in ReadLinesFn(str(path.parent) + "/", "auto", MAX_BYTES).process(str(path)):
         if isinstance(out, TaggedOutput):
             errors.append(out.value)
         else:

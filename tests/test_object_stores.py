@@ -104,7 +104,7 @@ def test_store_outage_mid_run_is_retried_and_nothing_is_lost(stores, scheme, tmp
         summary = _run_remote(scheme, "outage")
         seconds = time.monotonic() - started
     finally:
-        fired = not proxy._triggers
+        fired = not proxy.armed
         proxy.heal()
     failed = proxy.failed - before
     print(f"{scheme}: {failed} requests failed by the proxy; run took {seconds:.1f} s")
@@ -166,11 +166,14 @@ def test_killed_run_leaves_no_success_and_a_rerun_replaces_it(stores, tmp_path):
     job = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 180
-        while proxy._triggers and job.poll() is None and time.monotonic() < deadline:
+        while proxy.armed and job.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
         assert job.poll() is None, job.stderr.read().decode()[-3000:]
-        assert not proxy._triggers, "the job never wrote a shard"
-        time.sleep(1.0)
+        assert not proxy.armed, "the job never wrote a shard"
+        refused = proxy.refusals()
+        while proxy.refusals() == refused and job.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert job.poll() is None and proxy.refusals() > refused, "the job did not retry during the outage"
         job.kill()  # ... and the job is killed while it retries
         job.wait(30)
     finally:

@@ -56,9 +56,10 @@ def test_plan_reads_the_model_and_names_the_run_by_its_settings(tmp_path):
         ([f"--input={SAMPLE_GLOB}", "--max_batch_tokens=0"], "at least 1"),
     ],
 )
-def test_bad_settings_fail_before_the_pipeline_starts(flags, message):
+def test_bad_settings_fail_before_the_pipeline_starts(flags, message, tmp_path):
     with pytest.raises(ValueError, match=message):
-        run([f"--model={TINY_MODEL}", "--output=/tmp/never-written", *flags])
+        run([f"--model={TINY_MODEL}", f"--output={tmp_path}/never-written", *flags])
+    assert not (tmp_path / "never-written").exists()
 
 
 def test_output_is_not_taken_for_a_longer_beam_flag():
