@@ -24,6 +24,7 @@ from tests.beam_testing import (
     run_job,
     run_pipeline_sh,
     sentence_vectors,
+    source_runner_script,
 )
 
 SCRIPT = FLINK_SCRIPT
@@ -113,7 +114,8 @@ def test_run_pipeline_portable_equals_the_local_runner(services, tmp_path):
 
 
 def test_run_pipeline_portable_starts_nothing_without_an_endpoint():
-    proc = run_pipeline_sh("portable", "--environment_type=LOOPBACK")
-    assert proc.returncode == 2 and "--job_endpoint=HOST:PORT is required" in proc.stderr
-    proc = run_pipeline_sh("portable", "--job_endpoint=127.0.0.1:1")
-    assert proc.returncode == 2 and "--environment_type is required" in proc.stderr
+    """The runner script run_pipeline.sh sources for ``portable`` stops with status 2 and the reason."""
+    proc = source_runner_script("portable", "--environment_type=LOOPBACK")
+    assert proc.returncode == 2 and "--job_endpoint=HOST:PORT is required" in proc.stderr and not proc.stdout
+    proc = source_runner_script("portable", "--job_endpoint=127.0.0.1:1")
+    assert proc.returncode == 2 and "--environment_type is required" in proc.stderr and not proc.stdout
