@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from elmo.retries import configure_client_retries
 
@@ -27,3 +29,11 @@ def golden_model(request) -> tuple[str, Path]:
 
 # The test session is an entry point like the commands: the storage clients' retry defaults, set explicitly.
 configure_client_retries()
+
+# One intra-op thread, as the pipeline's workers use (--torch_threads=1): the test models are tiny, so more threads
+# only add synchronisation, and on a loaded machine spinning threads cost more than they compute. Results do not
+# depend on it (batch-invariance tests compare with tolerances; bit-exact mode uses fixed GEMM chunks).
+# ELMO_TEST_TORCH_THREADS=0 keeps torch's default.
+TEST_TORCH_THREADS = int(os.environ.get("ELMO_TEST_TORCH_THREADS", "1"))
+if TEST_TORCH_THREADS:
+    torch.set_num_threads(TEST_TORCH_THREADS)
