@@ -15,9 +15,10 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 
 from pipeline.run import LOCAL_RUNNER, run
 from tests.model_files import TINY_MODEL
+from tests.nightly_data import SAMPLE_DIR
 
 REPO = Path(__file__).resolve().parent.parent
-SAMPLE_GLOB = str(REPO / "sample_data" / "sotu" / "*")
+SAMPLE_GLOB = str(SAMPLE_DIR / "*")
 SAMPLE_DOCUMENTS = 221  # non-blank lines of the four sample shards
 FLINK_SCRIPT = REPO / "scripts" / "flink_local.sh"
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: paths of the golden TensorFlow fixtures copied from ../shared (see their README)."""
+"""Shared fixtures: the golden TensorFlow fixtures (copied from ../shared, see their README), the nightly runs."""
 
 from __future__ import annotations
 
@@ -25,6 +25,27 @@ def golden_batches(name: str) -> list[list[list[str]]]:
 def golden_model(request) -> tuple[str, Path]:
     """(name, directory) of each golden fixture model."""
     return request.param, GOLDEN / request.param
+
+
+@pytest.fixture(scope="session")
+def nightly_runs(tmp_path_factory) -> dict:
+    """A nightly pair on the tiny model, with ``--token_vectors``: day 1, then day 2 with ``--previous_run=latest``
+    (both under ``out``, which has ``LATEST``), and a full day-2 run, each run's summary by name, plus the day-2
+    input folder, the edit counts and the flags every run had (``flags``: give them to a run that should match).
+    Shared by the nightly and search tests, which must not change it (copy ``out`` to add runs)."""
+    from tests.beam_testing import run_job_summary
+    from tests.nightly_data import day1_corpus, day2_corpus
+
+    root = tmp_path_factory.mktemp("nightly")
+    day1 = day1_corpus(root / "day1")
+    day2 = root / "day2"
+    edits = day2_corpus(day1, day2)
+    out, flags = root / "out", ("--token_vectors",)
+    one = run_job_summary(out, "--run_date=2026-11-01", *flags, input_glob=f"{day1}/*")
+    two = run_job_summary(out, "--run_date=2026-11-02", "--previous_run=latest", *flags, input_glob=f"{day2}/*")
+    full = run_job_summary(root / "full", "--run_date=2026-11-02", *flags, input_glob=f"{day2}/*")
+    runs = {"day1": one, "day2": two, "full": full}
+    return {"out": out, **runs, "edits": edits, "day2_input": day2, "flags": flags}
 
 
 # The test session is an entry point like the commands: the storage clients' retry defaults, set explicitly.
