@@ -1,4 +1,5 @@
-"""Packaging: the `elmo` model package, the Beam `transforms` and the `pipeline` entry point."""
+"""Packaging: the `elmo` model package, the Beam `transforms`, the `pipeline` entry point, `search` and the `evaluation`
+research tools."""
 
 from setuptools import find_packages, setup
 
@@ -32,7 +33,8 @@ TEST_REQUIRES = [
     # the pipeline's output tests read the Parquet back with these
     "pandas==3.1.1",
     *SEARCH_REQUIRES,
-    # the word maps of search.plot and elmo.polysemy (the "tools" extra), so their tests run instead of skipping
+    # the word maps of search.plot, elmo.polysemy and evaluation.polysemy (the "tools" extra), so their tests run
+    # instead of skipping
     "matplotlib==3.11.2",
     # the corpus builder's sentence splitter, so its test runs instead of skipping
     "blingfire==0.1.8",
@@ -48,13 +50,18 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=find_packages(
-        include=["elmo", "elmo.*", "pipeline", "pipeline.*", "transforms", "transforms.*", "search", "search.*"]
+        include=[
+            *("elmo", "elmo.*", "pipeline", "pipeline.*", "transforms", "transforms.*", "search", "search.*"),
+            # research evaluations (python -m evaluation.polysemy), outside the core model package
+            *("evaluation", "evaluation.*"),
+        ]
     ),
     # the default model (elmo.model_dir.default_model_dir) is installed inside the package, so every install finds it
-    package_data={"elmo": ["models/*/*"]},
+    package_data={"elmo": ["models/*/*"], "evaluation.polysemy": ["senses.jsonl", "README.md"]},
     install_requires=MODEL_REQUIRES + PIPELINE_REQUIRES,
-    # "tools": the polysemy picture (python -m elmo.polysemy --plot) and python -m search.plot; "corpus": the corpus
-    # builder's splitter; "search": the embedded vector index of python -m search.index / search.query.
+    # "tools": the polysemy pictures (python -m evaluation.polysemy / elmo.polysemy --plot) and python -m search.plot;
+    # "corpus": the corpus builder's splitter; "search": the embedded vector index of python -m search.index /
+    # search.query.
     extras_require={
         "test": TEST_REQUIRES,
         "tools": ["matplotlib==3.11.2"],

@@ -1,31 +1,123 @@
 """Benchmark worker for OUR implementation (the ``elmo`` package); run with the project's venv python.
 
-    .venv/bin/python bench/ours_worker.py --options O --weights W --sentences S.json --threads 2
+    .venv/bin/python bench/ours_worker.py --options O --weights W --sentences S.json --threads 2 [--mode bit-exact]
 
 Zero initial LSTM state for every batch (``initial_state="zeros"``, not stateful), CPU, float32 unless
-``--dtype float64``.
+``--dtype float64``. ``--mode``: ``default``, ``bit-exact`` or ``bf16`` (forced even where the API refuses it as
+slower, so that its error and speed can be shown). The token cache is emptied before every pass (each pass starts
+cold; its hit rate is reported), unless ``--token-cache-size 0`` turns it off. The LSTM part is timed separately
+(``lstm_seconds``, ``lstm_flops`` of the timed passes) and the GEMM peak at the step shapes is measured after.
 """
 
 from __future__ import annotations
 
+import time
+
 from worker_common import build_parser, run_worker, set_threads, torch_dtype
+
+MODES = ("default", "bit-exact", "bf16")
+
+
+def lstm_flops(layers, active_rows: list[int]) -> int:
+    """Multiply-adds x 2 of one layer pair (both directions) over packed rows: input, step and projection GEMMs."""
+    first = layers[0]
+    rows = sum(active_rows)
+    per_row = first.input_dim * 4 * first.cell_dim + first.projection.shape[1] * 4 * first.cell_dim
+    per_row += first.cell_dim * first.projection.shape[1]
+    return 2 * 2 * rows * per_row
+
+
+def gemm_peak(model, rows: int, repeats: int = 20) -> float:
+    """GFLOP/s of the LSTM's step GEMMs alone (both directions batched, ``rows`` rows, no elementwise work)."""
+    import torch
+
+    layer = model.bilm.directions[0][0]
+    p, d = layer.projection.shape[1], layer.cell_dim
+    device = model.device
+    hidden_kernel = torch.randn(2, p, 4 * d, device=device)
+    projection = torch.randn(2, d, p, device=device)
+    h, cell = torch.randn(2, rows, p, device=device), torch.randn(2, rows, d, device=device)
+    for _ in range(3):
+        torch.bmm(h, hidden_kernel), torch.bmm(cell, projection)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        torch.bmm(h, hidden_kernel)
+        torch.bmm(cell, projection)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return repeats * 2 * 2 * rows * (p * 4 * d + d * p) / seconds / 1e9
 
 
 def main() -> None:
     """Loads the model with ``Elmo.load`` and times ``embed_batch_tensor`` (token lists in, layers out)."""
-    args = build_parser(__doc__).parse_args()
+    parser = build_parser(__doc__)
+    parser.add_argument("--mode", choices=MODES, default="default")
+    parser.add_argument("--token-cache-size", type=int, default=None, help="default: the API's default")
+    args = parser.parse_args()
     set_threads(args.threads)
 
-    from elmo import Elmo
+    import torch
 
-    model = Elmo.load(args.options, args.weights, dtype=torch_dtype(args.dtype), initial_state="zeros")
+    import elmo.model as model_module
+    from elmo import Elmo
+    from elmo.model import Arithmetic
+
+    speed = {} if args.token_cache_size is None else {"token_cache_size": args.token_cache_size}
+    model = Elmo.load(
+        args.options,
+        args.weights,
+        dtype=torch_dtype(args.dtype),
+        initial_state="zeros",
+        device=args.device,
+        bit_exact=args.mode == "bit-exact",
+        **speed,
+    )
+    if args.mode == "bf16":
+        model.bilm.arithmetic = Arithmetic(bf16=True)
+
+    timing = {"seconds": 0.0, "flops": 0, "max_rows": 0}
+    run_layer_pair = model_module.run_layer_pair
+
+    def wait() -> None:  # GPU kernels run asynchronously: time them to their end
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def timed_layer_pair(layers, inputs, active_rows, *rest):
+        wait()
+        start = time.perf_counter()
+        result = run_layer_pair(layers, inputs, active_rows, *rest)
+        wait()
+        timing["seconds"] += time.perf_counter() - start
+        timing["flops"] += lstm_flops(layers, active_rows)
+        timing["max_rows"] = max(timing["max_rows"], active_rows[0])
+        return result
+
+    model_module.run_layer_pair = timed_layer_pair
 
     def embed_batch(sentences):
         layers, _mask = model.embed_batch_tensor(sentences)  # (L+1, B, T_max, 2P); no grad inside
         return layers
 
+    def before_pass():
+        if model.bilm.token_cache is not None:
+            model.bilm.token_cache.clear()
+            model.bilm.token_cache.reset_stats()
+        timing.update(seconds=0.0, flops=0)
+
+    def report() -> dict:
+        stats = model.cache_stats
+        return {
+            "cache_hit_rate": stats.hit_rate if model.bilm.token_cache is not None else None,
+            "lstm_seconds_last_pass": timing["seconds"],
+            "lstm_gflops": timing["flops"] / max(timing["seconds"], 1e-9) / 1e9,
+            "gemm_peak_gflops": gemm_peak(model, max(timing["max_rows"], 1)),
+        }
+
     n_params = sum(p.numel() for p in model.bilm.parameters())
-    run_worker(args, embed_batch, {"impl": "ours", "params": n_params})
+    run_worker(args, embed_batch, {"impl": "ours", "params": n_params, "mode": args.mode}, before_pass, report)
 
 
 if __name__ == "__main__":

@@ -90,11 +90,12 @@ def main() -> None:
     from allennlp.nn.util import remove_sentence_boundaries
 
     bilm = elmo_bilm_class(args.options, args.weights, requires_grad=False).to(torch_dtype(args.dtype)).eval()
+    bilm = bilm.to(args.device)
 
     @torch.no_grad()
     def embed_batch(sentences):
         bilm._elmo_lstm.reset_states()  # zero initial state, like ours
-        output = bilm(batch_to_ids(sentences))
+        output = bilm(batch_to_ids(sentences).to(args.device))
         layers = [remove_sentence_boundaries(a, output["mask"])[0] for a in output["activations"]]
         return torch.stack(layers)  # (L+1, B, T_max, 2P)
 

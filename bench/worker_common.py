@@ -34,6 +34,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=2, help="untimed passes over all sentences")
     parser.add_argument("--iters", type=int, default=5, help="timed passes over all sentences")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="parameter dtype")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (bench_gpu.py)")
     parser.add_argument("--out", help="save the layers of every token here (.npy) for the parity check")
     return parser
 
@@ -60,8 +61,12 @@ def batches(sentences: list[list[str]], size: int) -> list[list[list[str]]]:
 
 
 def one_pass(embed_batch: EmbedBatch, split: list[list[list[str]]]) -> list[torch.Tensor]:
-    """Embeds every batch once; returns the outputs so that the work cannot be skipped."""
-    return [embed_batch(batch) for batch in split]
+    """Embeds every batch once; returns the outputs so that the work cannot be skipped (on a GPU, after waiting
+    for the queued kernels, so that a timer around it measures the work)."""
+    outputs = [embed_batch(batch) for batch in split]
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return outputs
 
 
 def token_layers(outputs: list[torch.Tensor], split: list[list[list[str]]]) -> np.ndarray:
@@ -74,19 +79,35 @@ def token_layers(outputs: list[torch.Tensor], split: list[list[list[str]]]) -> n
     return np.concatenate(pieces, axis=1)
 
 
-def run_worker(args: argparse.Namespace, embed_batch: EmbedBatch, info: dict) -> None:
-    """Warm-up, timed passes (wall and process CPU time), optional output dump, then one JSON line on stdout."""
+def run_worker(
+    args: argparse.Namespace,
+    embed_batch: EmbedBatch,
+    info: dict,
+    before_pass: Callable[[], None] | None = None,
+    report: Callable[[], dict] | None = None,
+) -> None:
+    """Warm-up, timed passes (wall and process CPU time), optional output dump, then one JSON line on stdout.
+
+    ``before_pass`` runs before every pass, untimed (e.g. emptying a cache, so that each pass starts cold);
+    ``report()`` adds measurements of the timed passes to the result line."""
     sentences = load_sentences(args.sentences)
     split = batches(sentences, args.batch_size)
     for _ in range(args.warmup):
+        if before_pass:
+            before_pass()
         one_pass(embed_batch, split)
     seconds, cpu_seconds = [], []
     for _ in range(args.iters):
+        if before_pass:
+            before_pass()
         start, cpu_start = time.perf_counter(), time.process_time()
         one_pass(embed_batch, split)
         seconds.append(time.perf_counter() - start)
         cpu_seconds.append(time.process_time() - cpu_start)
+    info = {**info, **(report() if report else {})}
     if args.out:
+        if before_pass:
+            before_pass()
         np.save(args.out, token_layers(one_pass(embed_batch, split), split))
     result = {
         "seconds": seconds,

@@ -160,6 +160,7 @@ class Elmo:
         self.device = validate_device(device)
         _check_speed_settings(token_cache_size, self.device, bf16)
         self.bilm = bilm.to(self.device).eval().requires_grad_(False)
+        self.bilm.share_pair_storage()
         self.bilm.token_cache = TokenCache(int(token_cache_size)) if token_cache_size else None
         self.bilm.arithmetic = Arithmetic(row_chunk=BIT_EXACT_ROWS if bit_exact else None, bf16=bf16)
         self.config = bilm.config

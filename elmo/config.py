@@ -18,6 +18,9 @@ from elmo.errors import ConfigError, ModelFilesError
 N_CHARACTERS_INFERENCE = 262
 N_CHARACTERS_TRAINING = 261
 # The char CNN of the four published configurations (allennlp.org/elmo): 2048 filters, [width, count].
+# Inference default (here because this module imports no torch; elmo.token_cache): distinct tokens whose char-CNN
+# vectors are kept per process, 4*P bytes each: 32 MiB for the built-in model (P = 128), 128 MiB at P = 512.
+DEFAULT_TOKEN_CACHE_SIZE = 65536
 PUBLISHED_FILTERS = ((1, 32), (2, 32), (3, 64), (4, 128), (5, 256), (6, 512), (7, 1024))
 
 

@@ -26,7 +26,9 @@ import torch
 
 from elmo import storage
 from elmo.api import DEFAULT_INITIAL_STATE, INITIAL_STATES, Elmo, validate_device
+from elmo.bf16 import bf16_refusal
 from elmo.cli import add_debug_flag, run_cli
+from elmo.config import DEFAULT_TOKEN_CACHE_SIZE
 from elmo.errors import ConfigError, UsageError
 from elmo.mix import LayerChoice
 from elmo.retries import configure_client_retries
@@ -213,6 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="fixed initial state of the deterministic mode (default warm)",
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    parser.add_argument(
+        "--token-cache-size",
+        type=int,
+        default=DEFAULT_TOKEN_CACHE_SIZE,
+        help="distinct tokens whose char-CNN vectors are kept across batches (0: none)",
+    )
+    parser.add_argument(
+        "--bit-exact", action="store_true", help="same bytes for a sentence whatever batch it is in (~1.3x time)"
+    )
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 GEMMs: GPUs and CPUs with AMX only")
     parser.add_argument("--use-sentence-keys", action="store_true", help="name datasets by sentence text")
     parser.add_argument("--forget-sentences", action="store_true", help="do not write sentence_to_index")
     add_debug_flag(parser)
@@ -241,7 +253,20 @@ def _main(argv: list[str]) -> int:
         raise UsageError(f"--input {args.input} does not exist or is not a file")
     check_output(args.output, {"--input": args.input, "--options": args.options, "--weights": args.weights})
     sentences = read_sentences(args.input)
-    model = Elmo.load(args.options, args.weights, device=args.device, initial_state=args.initial_state)
+    if args.token_cache_size < 0:
+        raise UsageError(f"--token-cache-size {args.token_cache_size}: must be 0 (no cache) or more")
+    refusal = bf16_refusal(torch.device(args.device)) if args.bf16 else None
+    if refusal:
+        raise UsageError(f"--bf16: {refusal}; leave it off (float32) on this machine")
+    model = Elmo.load(
+        args.options,
+        args.weights,
+        device=args.device,
+        initial_state=args.initial_state,
+        token_cache_size=args.token_cache_size,
+        bit_exact=args.bit_exact,
+        bf16=args.bf16,
+    )
     try:
         choice = model.layer_choice(choice)
     except ConfigError as err:

@@ -118,6 +118,32 @@ class Arithmetic:
     bf16: bool = False
 
 
+def _adjacent_view(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
+    """a and b as one (2, ...) view when b directly follows a in the same storage (``share_pair_storage``)."""
+    same_layout = a.shape == b.shape and a.dtype == b.dtype and a.device == b.device
+    if not (same_layout and a.is_contiguous() and b.is_contiguous()):
+        return None
+    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
+        return None
+    if b.data_ptr() - a.data_ptr() != a.numel() * a.element_size():
+        return None
+    return a.detach().as_strided((2, *a.shape), (a.numel(), *a.stride()))
+
+
+def pair_view(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The forward and backward direction's weight stacked: (2, ...); a view (no copy) once the two share one
+    storage (``BiLm.share_pair_storage``), else a copy."""
+    view = _adjacent_view(a, b)
+    return view if view is not None else torch.stack([a.detach(), b.detach()])
+
+
+def share_pair_storage(a: nn.Parameter, b: nn.Parameter) -> None:
+    """Re-lays two same-shaped parameters into one (2, ...) storage, so that ``pair_view`` needs no copy."""
+    if _adjacent_view(a, b) is None:
+        stacked = torch.stack([a.detach(), b.detach()])
+        a.data, b.data = stacked[0], stacked[1]
+
+
 class _PairStep:
     """The LSTM step of a forward/backward layer pair, with the stacked parameters of both directions.
 
@@ -128,9 +154,10 @@ class _PairStep:
         self.d = first.cell_dim
         self.cell_clip, self.proj_clip = first.cell_clip, first.proj_clip
         self.gemm_dtype = torch.bfloat16 if arithmetic.bf16 else None
-        self.input_kernel = self._operand(torch.stack([layer.kernel[: layer.input_dim] for layer in layers]))
-        self.hidden_kernel = self._operand(torch.stack([layer.kernel[layer.input_dim :] for layer in layers]))
-        self.projection = self._operand(torch.stack([layer.projection for layer in layers]))  # (2, D, P)
+        kernel = self._operand(pair_view(layers[0].kernel, layers[1].kernel))  # (2, in + P, 4D)
+        self.input_kernel = kernel[:, : first.input_dim]
+        self.hidden_kernel = kernel[:, first.input_dim :]
+        self.projection = self._operand(pair_view(layers[0].projection, layers[1].projection))  # (2, D, P)
         self.bias = torch.stack([layer.bias_with_forget() for layer in layers]).unsqueeze(1)  # (2, 1, 4D)
 
     def _operand(self, weight: torch.Tensor) -> torch.Tensor:
@@ -313,6 +340,14 @@ class BiLm(nn.Module):
         self.token_cache: TokenCache | None = None
         self.arithmetic = Arithmetic()
         self.clip_counter: ClipCounter | None = None
+
+    def share_pair_storage(self) -> None:
+        """Lays out each depth's forward and backward LSTM weights in one storage, so that the lockstep step reads
+        them as one (2, ...) tensor without copying them every forward pass (inference; ``.to()`` undoes it and
+        the forward pass then copies, correct but slower, until this is called again)."""
+        for fwd, bwd in zip(*self.directions, strict=True):
+            share_pair_storage(fwd.kernel, bwd.kernel)
+            share_pair_storage(fwd.projection, bwd.projection)
 
     def zero_state(self, batch_size: int) -> BiLmState:
         """All-zero initial state for ``batch_size`` rows."""

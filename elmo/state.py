@@ -4,7 +4,7 @@ The published biLMs were trained on sentences packed back to back with the state
 they are always "between two sentences": the original tools run statefully and advise warming the state up on a
 few batches. The canonical state is that warmed-up state made deterministic: the final state (forward after
 ``</S>``, backward after ``<S>``) of running ``WARMUP_TEXT`` one sentence at a time, statefully, from zeros.
-How far it and the zero state are from a warmed-up stateful run: ``python -m elmo.tools.drift``.
+How far it and the zero state are from a warmed-up stateful run: ``python -m evaluation.initial_state``.
 """
 
 from __future__ import annotations

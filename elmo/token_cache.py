@@ -20,7 +20,9 @@ from dataclasses import dataclass
 
 import torch
 
-DEFAULT_CAPACITY = 65536  # distinct tokens: 32 MiB at P = 128 (built-in model), 128 MiB at P = 512 (original)
+from elmo.config import DEFAULT_TOKEN_CACHE_SIZE
+
+DEFAULT_CAPACITY = DEFAULT_TOKEN_CACHE_SIZE
 DEFAULT_CHUNK_ROWS = 64  # tokens per encoder call for cache misses
 
 
@@ -64,6 +66,7 @@ class TokenCache:
         self.capacity = capacity
         self.chunk_rows = chunk_rows
         self.stats = CacheStats()
+        self._reported = CacheStats()  # stats at the last take_counts()
         self._slots: OrderedDict[bytes, int] = OrderedDict()  # char ids -> row of _vectors, least recent first
         self._vectors: torch.Tensor | None = None  # (capacity, P), made on first use on the encoder's device/dtype
         self._lock = threading.Lock()
@@ -76,10 +79,22 @@ class TokenCache:
         with self._lock:
             self._slots.clear()
 
+    def take_counts(self) -> CacheStats:
+        """The counts since the previous call (for metrics that add deltas), then starts a new period."""
+        with self._lock:
+            taken = CacheStats(
+                self.stats.hits - self._reported.hits,
+                self.stats.misses - self._reported.misses,
+                self.stats.evictions - self._reported.evictions,
+            )
+            self._reported = CacheStats(self.stats.hits, self.stats.misses, self.stats.evictions)
+        return taken
+
     def reset_stats(self) -> None:
         """Starts the hit/miss/eviction counts from zero."""
         with self._lock:
             self.stats = CacheStats()
+            self._reported = CacheStats()
 
     def encode(self, encode: Callable[[torch.Tensor], torch.Tensor], unique_ids: torch.Tensor) -> torch.Tensor:
         """Vectors of distinct tokens: ``unique_ids`` (U, C) int64, rows all different -> (U, P).

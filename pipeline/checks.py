@@ -14,6 +14,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from elmo import storage
 from elmo.api import check_model_directory, validate_device
+from elmo.bf16 import bf16_refusal
 from elmo.errors import ConfigError, ModelFilesError, UsageError
 from elmo.model_dir import PIPELINE_MODEL_FILES
 from pipeline.options import EmbedOptions
@@ -45,6 +46,8 @@ def check_sizes(opts: EmbedOptions) -> None:
     for name, value in at_least_one.items():
         if value is not None and value < 1:
             raise UsageError(f"--{name}={value}: must be at least 1")
+    if opts.token_cache_size < 0:
+        raise UsageError(f"--token_cache_size={opts.token_cache_size}: must be 0 (no cache) or more")
     if opts.torch_threads < 0:
         raise UsageError(f"--torch_threads={opts.torch_threads}: must be 0 (torch's default) or more")
     if opts.window_overlap is not None and opts.window_overlap < 0:
@@ -102,9 +105,13 @@ def is_local_runner(runner: str | None) -> bool:
     return runner is None or str(runner).rsplit(".", 1)[-1] in LOCAL_RUNNERS
 
 
-def check_local_device(device: str) -> None:
-    """On a local runner the workers are this machine: ``--device cuda[:N]`` must name a GPU it has."""
+def check_local_device(device: str, bf16: bool = False) -> None:
+    """On a local runner the workers are this machine: ``--device cuda[:N]`` must name a GPU it has, and
+    ``--bf16`` must be faster than float32 on it (``elmo.bf16``)."""
     try:
-        validate_device(resolve_device(device))
+        parsed = validate_device(resolve_device(device))
     except ConfigError as err:
         raise UsageError(f"--device {device}: {err}") from None
+    refusal = bf16_refusal(parsed) if bf16 else None
+    if refusal:
+        raise UsageError(f"--bf16: {refusal}; leave it off (float32) on this machine")

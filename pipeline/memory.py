@@ -130,12 +130,14 @@ def estimate_local_peak_bytes(
     n_layers: int,
     dtype: str,
     workers: int = 1,
+    token_cache_bytes: int = 0,
 ) -> int:
     """Estimated peak memory (bytes, all processes of the run together) of a local run over ``files``.
 
     ``files``: the plan's ``[(path, size_in_bytes)]`` (``RunPlan.files``); ``layers``: the normalised layer choice
     (``all`` stores L+1 = ``n_layers`` vectors per token); ``output_dim``: 2P; ``workers``: SDK worker processes
-    (``--direct_num_workers`` with ``multi_processing``; 1 otherwise: the launcher runs the stages itself).
+    (``--direct_num_workers`` with ``multi_processing``; 1 otherwise: the launcher runs the stages itself);
+    ``token_cache_bytes``: the full token cache of one model-holding process (``--token_cache_size`` x 4P).
     """
     workers = max(1, workers)
     slope = bytes_per_input_byte(
@@ -147,7 +149,8 @@ def estimate_local_peak_bytes(
         workers=workers,
     )
     processes = workers if workers > 1 else 0  # workers > 1: SDK worker processes besides the launcher
-    return int(BASE_BYTES + processes * WORKER_BASE_BYTES + slope * input_bytes(files))
+    caches = token_cache_bytes * max(processes, 1)
+    return int(BASE_BYTES + processes * WORKER_BASE_BYTES + caches + slope * input_bytes(files))
 
 
 # ------------------------------------------------------------------------------------------ available memory
@@ -330,6 +333,7 @@ def check_local_run(
     n_layers: int,
     dtype: str,
     workers: int = 1,
+    token_cache_bytes: int = 0,
     limit_gb: float | None = None,
     limit_fraction: float = 0.8,
     limit_flag: str = "--local_memory_limit_gb",
@@ -340,7 +344,7 @@ def check_local_run(
     (for the log)."""
     files = list(files)
     shape = {"token_vectors": token_vectors, "layers": layers, "output_dim": output_dim, "n_layers": n_layers}
-    shape.update(dtype=dtype, workers=workers)
+    shape.update(dtype=dtype, workers=workers, token_cache_bytes=token_cache_bytes)
     estimate = estimate_local_peak_bytes(files, **shape)
     if limit_gb == 0:
         return estimate

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from elmo.config import DEFAULT_TOKEN_CACHE_SIZE
+
 BUILTIN_MODEL = str(Path(__file__).resolve().parent.parent / "models" / "elmo-en-small")
 GPU_TYPE_RE = re.compile(r"nvidia-[a-z0-9]+(-[a-z0-9]+)*")  # Dataflow's accelerator names: nvidia-l4, nvidia-tesla-t4
 GPU_SHARING = ("shared_model", "mps", "single_process")  # how the SDK processes of a GPU worker use it
@@ -153,8 +155,22 @@ class EmbedOptions(PipelineOptions):
         parser.add_argument(
             "--batch_invariant",
             action="store_true",
-            help="Embed each window in a forward pass of its own: vectors bit-identical whatever the batching, "
-            "bundling or number of workers (padded batches differ by float rounding, ~1e-7); slower on CPU.",
+            help="Bit-exact mode: every GEMM on fixed-size row chunks, so a window's vectors are the same bytes "
+            "whatever the batching, bundling or number of workers (padded batches otherwise differ by float "
+            "rounding, ~1e-7); about 1.3-1.4x the CPU time (README benchmarks).",
+        )
+        parser.add_argument(
+            "--token_cache_size",
+            type=int,
+            default=DEFAULT_TOKEN_CACHE_SIZE,
+            help="Distinct tokens whose char-CNN vectors each worker process keeps across batches (LRU; exact; "
+            "4*P bytes each: 32 MiB at the default for the built-in model). 0: no cache.",
+        )
+        parser.add_argument(
+            "--bf16",
+            action="store_true",
+            help="bfloat16 GEMMs (cell state and outputs float32): for GPUs and CPUs with AMX; refused where it "
+            "would be slower than float32. Changes vectors by about 1e-2 (README benchmarks).",
         )
         parser.add_argument(
             "--num_shards", type=int, default=1, help="Files per output kind (fixed, so re-runs replace them)."

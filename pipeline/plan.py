@@ -128,7 +128,7 @@ def plan_run(opts: EmbedOptions, runner: str | None = None) -> RunPlan:
     check_model_dir(opts.model)
     local = is_local_runner(runner or opts.view_as(StandardOptions).runner)  # the workers are this machine
     if local:
-        check_local_device(opts.device)
+        check_local_device(opts.device, opts.bf16)
     tokenizer_json = read_text(opts.model.rstrip("/") + "/" + TOKENIZER_FILE)
     tokenizer = TokenizerConfig.from_json(tokenizer_json)
     model = _read_model(opts.model)
@@ -148,6 +148,7 @@ def plan_run(opts: EmbedOptions, runner: str | None = None) -> RunPlan:
             n_layers=model.config.n_output_layers,
             dtype=opts.dtype,
             workers=local_workers(opts.get_all_options()),
+            token_cache_bytes=opts.token_cache_size * model.config.lstm.projection_dim * 4,  # float32 vectors
             limit_gb=opts.local_memory_limit_gb,
         )
         _LOG.info("Estimated peak memory of this local run: %.1f GB (docs/pipeline.md)", estimate / 1e9)
@@ -159,6 +160,7 @@ def plan_run(opts: EmbedOptions, runner: str | None = None) -> RunPlan:
         "windows": [max_tokens, overlap],
         "tokenizer": json.loads(tokenizer_json),
         "batch_invariant": opts.batch_invariant,
+        "bf16": opts.bf16,
         "token_vectors": opts.token_vectors,
     }
     settings = {

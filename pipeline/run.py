@@ -66,6 +66,8 @@ def build_pipeline(p: beam.Pipeline, opts: EmbedOptions, plan: RunPlan, owner: O
         expected_fingerprint=plan.fingerprint,
         torch_threads=opts.torch_threads,
         batch_invariant=opts.batch_invariant,
+        token_cache_size=opts.token_cache_size,
+        bf16=opts.bf16,
         large_model=opts.large_model,
         model_copies=opts.model_copies,
     )

@@ -41,7 +41,16 @@ fi
 pip=("$VENV/bin/python" -m pip install --disable-pip-version-check)
 
 "${pip[@]}" -q --upgrade pip
-"${pip[@]}" -q "torch==$TORCH_VERSION"
+# The project's venv already has this torch (several GB with its CUDA libraries): share it through a .pth file
+# (appended to sys.path after the reference venv's own packages, so those win) instead of a second download.
+project_torch=$(.venv/bin/python -c "import torch, os; print(os.path.dirname(os.path.dirname(torch.__file__)))" \
+  2>/dev/null || true)
+if [ -n "$project_torch" ] && .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')"; then
+  site=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+  echo "$project_torch" >"$site/project-torch.pth"
+else
+  "${pip[@]}" -q "torch==$TORCH_VERSION"
+fi
 "${pip[@]}" -q --no-deps allennlp==2.10.1
 "${pip[@]}" -q numpy h5py cached-path==1.1.6 lmdb transformers==4.25.1 tokenizers==0.13.3 huggingface-hub==0.10.1 \
   spacy==3.8.18 "rich<13" dill base58 more-itertools termcolor==1.1.0 nltk sacremoses sentencepiece jsonnet

@@ -114,3 +114,21 @@ def test_module_entry_point_runs(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "embedded 1 sentences, 3 tokens" in result.stderr
+
+
+def test_bit_exact_flag_gives_the_same_bytes_whatever_the_batch_size(tmp_path):
+    lines = ["The cat sat on the mat .", "A bank by the river .", "Yes .", "Prices rose again last year ."]
+    outputs = []
+    for batch_size in ("1", "3"):
+        folder = tmp_path / batch_size
+        folder.mkdir()
+        status, out = _run(folder, lines, "--all", "--bit-exact", "--batch-size", batch_size)
+        assert status == 0
+        with h5py.File(out, "r") as f:
+            outputs.append([f[str(i)][...].tobytes() for i in range(len(lines))])
+    assert outputs[0] == outputs[1]
+
+
+def test_token_cache_flag_is_checked(tmp_path, capsys):
+    status, _ = _run(tmp_path, LINES, "--token-cache-size", "-1")
+    assert status != 0 and "--token-cache-size -1: must be 0 (no cache) or more" in capsys.readouterr().err

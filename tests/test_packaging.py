@@ -16,7 +16,7 @@ from elmo.model_dir import DEFAULT_MODEL_NAME, PIPELINE_MODEL_FILES, default_mod
 
 REPO = Path(__file__).resolve().parents[1]
 # what setup.py needs to build: its packages and the files it reads
-BUILD_INPUTS = ("setup.py", "pyproject.toml", "README.md", "elmo", "pipeline", "transforms", "search")
+BUILD_INPUTS = ("setup.py", "pyproject.toml", "README.md", "elmo", "pipeline", "transforms", "search", "evaluation")
 
 
 def _pip(*args: str, cwd: Path) -> None:

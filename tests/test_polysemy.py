@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from elmo import Elmo
+from elmo.model_dir import default_model_dir
 from elmo.polysemy import collect, nearest_neighbour_accuracy
 
-MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "elmo-en-small"
+MODEL_DIR = default_model_dir()
 CHANCE = 7 / 15  # leave-one-out among 8 + 8 occurrences
 
 

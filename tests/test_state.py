@@ -1,4 +1,4 @@
-"""The canonical initial state (elmo.state) and the drift tool that measures it (elmo.tools.drift)."""
+"""The canonical initial state (elmo.state) and the measurement of it (evaluation.initial_state)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 
 from elmo import Elmo
 from elmo.state import WARMUP_TEXT, canonical_state
-from elmo.tools.drift import initial_state_drift
-from elmo.tools.drift import main as drift_main
+from evaluation.initial_state import initial_state_drift
+from evaluation.initial_state import main as drift_main
 from tests.conftest import GOLDEN
 
 OPTIONS, WEIGHTS = GOLDEN / "noskip" / "options.json", GOLDEN / "noskip" / "lm_weights.hdf5"

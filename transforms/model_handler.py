@@ -13,6 +13,7 @@ import torch
 from apache_beam.ml.inference.base import ModelHandler
 
 from elmo import Elmo, LayerChoice
+from elmo.config import DEFAULT_TOKEN_CACHE_SIZE
 from elmo.model_dir import MODEL_FILES
 from transforms.files import localize_directory
 from transforms.gpu import check_device
@@ -73,8 +74,11 @@ class ElmoModelHandler(ModelHandler[SentenceWindow, WindowVectors, Elmo]):
     token lists to ``Elmo.embed``, which pads them (char ids, mask) into one (B, T_max) forward pass. Batches are
     bounded by a token budget: ``max_batch_tokens``/``max_batch_windows`` become Beam's ``ModelHandler`` arguments
     ``max_batch_weight`` (with ``element_size_fn`` = tokens per window) and ``max_batch_size``.
-    ``batch_invariant`` runs each window in a forward pass of its own, so that its vectors are bit-identical
-    whatever batch, bundle or worker it lands in (float rounding of a padded batch differs by ~1e-7; slower).
+    ``batch_invariant`` runs the biLM's bit-exact arithmetic (every GEMM on fixed-size row chunks), so that a
+    window's vectors are bit-identical whatever batch, bundle or worker it lands in (float rounding of a padded batch
+    otherwise differs by ~1e-7). ``token_cache_size``: distinct tokens whose char-CNN vectors the worker process
+    keeps (hit/miss counters ``token_cache_hits``/``token_cache_misses``). ``bf16``: bfloat16 GEMMs (refused at
+    load where slower than float32).
     ``large_model``/``model_copies`` share the model across the SDK processes of a worker (for GPUs).
     """
 
@@ -88,11 +92,15 @@ class ElmoModelHandler(ModelHandler[SentenceWindow, WindowVectors, Elmo]):
         expected_fingerprint: str | None = None,
         torch_threads: int = 1,
         batch_invariant: bool = False,
+        token_cache_size: int = DEFAULT_TOKEN_CACHE_SIZE,
+        bf16: bool = False,
         large_model: bool = False,
         model_copies: int | None = None,
     ):
         if max_batch_tokens < 1 or max_batch_windows < 1:
             raise ValueError(f"max_batch_tokens/max_batch_windows must be >= 1: {max_batch_tokens}/{max_batch_windows}")
+        if token_cache_size < 0:
+            raise ValueError(f"token_cache_size must be >= 0, got {token_cache_size}")
         if model_copies is not None and model_copies < 1:
             raise ValueError(f"model_copies must be >= 1, got {model_copies}")
         # Beam's own batching and sharing settings (ModelHandler, 2.72+): batch_elements_kwargs() hands the first
@@ -111,6 +119,11 @@ class ElmoModelHandler(ModelHandler[SentenceWindow, WindowVectors, Elmo]):
         self._expected_fingerprint = expected_fingerprint
         self._torch_threads = torch_threads
         self._batch_invariant = batch_invariant
+        self._token_cache_size = token_cache_size
+        self._bf16 = bf16
+        self._cache_hits = counter("token_cache_hits")
+        self._cache_misses = counter("token_cache_misses")
+        self._cache_evictions = counter("token_cache_evictions")
         self._padding_slots = counter("padding_token_slots")
         self._batch_slots = counter("batch_token_slots")
         self._batches = counter("batches")
@@ -124,7 +137,13 @@ class ElmoModelHandler(ModelHandler[SentenceWindow, WindowVectors, Elmo]):
             torch.set_num_threads(self._torch_threads)
         device = check_device(resolve_device(self._device))  # a job that asked for a GPU stops here without one
         local = localize_directory(self._model_dir, MODEL_FILES)
-        model = Elmo.from_directory(local, device=device)
+        model = Elmo.from_directory(
+            local,
+            device=device,
+            token_cache_size=self._token_cache_size,
+            bit_exact=self._batch_invariant,
+            bf16=self._bf16,
+        )
         if self._expected_fingerprint and model.fingerprint != self._expected_fingerprint:
             raise RuntimeError(
                 f"model in {self._model_dir} has fingerprint {model.fingerprint}, "
@@ -142,15 +161,16 @@ class ElmoModelHandler(ModelHandler[SentenceWindow, WindowVectors, Elmo]):
         """One padded forward pass over the batch; the chosen layer mix is applied per window."""
         token_lists = [list(w.tokens) for w in batch]
         lengths = [len(t) for t in token_lists]
-        if self._batch_invariant:  # one window per forward pass: no GEMM shape depends on the neighbours
-            outputs = [model.embed([tokens], layers=self._layers, batch_size=1)[0] for tokens in token_lists]
-            slots = sum(lengths)
-        else:
-            outputs = model.embed(token_lists, layers=self._layers, batch_size=max(len(batch), 1))
-            slots = len(lengths) * max(lengths, default=0)  # positions of the padded (B, T_max) batch
+        outputs = model.embed(token_lists, layers=self._layers, batch_size=max(len(batch), 1))
+        slots = len(lengths) * max(lengths, default=0)  # positions of the padded (B, T_max) batch
         self._batches.inc()
         self._batch_slots.inc(slots)
         self._padding_slots.inc(slots - sum(lengths))
+        if model.bilm.token_cache is not None:
+            counts = model.bilm.token_cache.take_counts()  # since the last batch of any thread of this process
+            self._cache_hits.inc(counts.hits)
+            self._cache_misses.inc(counts.misses)
+            self._cache_evictions.inc(counts.evictions)
         _PROGRESS.add(len(batch), sum(lengths), slots)
         return [
             WindowVectors(w.doc_id, w.sentence_index, w.window_index, vectors)

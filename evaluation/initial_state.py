@@ -1,5 +1,5 @@
-"""``python -m elmo.tools.drift``: how much the fixed initial states (zeros, canonical ``warm``) change vectors,
-against the original tools' warmed-up stateful run. The README's table of initial states is its output.
+"""``python -m evaluation.initial_state``: how much the fixed initial states (zeros, canonical ``warm``) change
+vectors, against the original tools' warmed-up stateful run. The README's table of initial states is its output.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 
 from elmo.api import Elmo
 
-PROG = "python -m elmo.tools.drift"
+PROG = "python -m evaluation.initial_state"
 
 
 def initial_state_drift(model: Elmo, sentences: list[list[str]], context: list[list[str]]) -> dict[str, float]:
@@ -39,7 +39,7 @@ def initial_state_drift(model: Elmo, sentences: list[list[str]], context: list[l
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m elmo.tools.drift --options O --weights W --sentences FILE [--context N]``: prints the table."""
+    """``python -m evaluation.initial_state --options O --weights W --sentences FILE [--context N]``: the table."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         allow_abbrev=False,

@@ -1,0 +1,182 @@
+"""The speed features of the biLM: the cross-batch token cache, the bit-exact mode, bf16's refusal, the packed
+lockstep LSTM (against the float64 oracle through the golden tests; here against itself in float64)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from elmo import Elmo, published_config
+from elmo.bf16 import bf16_refusal
+from elmo.errors import ConfigError
+from elmo.model import Arithmetic, BiLm
+from elmo.model_dir import default_model_dir
+from elmo.token_cache import TokenCache, encode_in_chunks
+from tests.model_files import TINY_MODEL
+
+REPO = Path(__file__).resolve().parent.parent
+BUILTIN_MODEL_DIR = default_model_dir()
+TINY_MODEL_DIR = TINY_MODEL  # a test model
+
+SENTENCES = [
+    "The bank raised its rates again .".split(),
+    "We sat on the bank of the river and watched the boats .".split(),
+    "A bat flew out of the cave at dusk .".split(),
+    "He swung the bat and missed the ball completely .".split(),
+    "Spring came early this year .".split(),
+    "The old spring in the sofa was broken , so nobody sat there any more .".split(),
+    "Apple sold more phones than expected .".split(),
+    "I ate an apple .".split(),
+    "Prices rose by 4 percent last year , the highest increase since 2008 .".split(),
+    "Yes .".split(),
+]
+
+
+def small_random_model(seed: int = 0) -> BiLm:
+    """The published ``small`` shape with random weights (a wide LSTM: many GEMM columns, few rows)."""
+    torch.manual_seed(seed)
+    bilm = BiLm(published_config("small"))
+    for parameter in bilm.parameters():
+        torch.nn.init.normal_(parameter, 0.0, 0.05)
+    return bilm
+
+
+def test_cached_vectors_equal_uncached_within_float32_rounding():
+    cached = Elmo.from_directory(BUILTIN_MODEL_DIR, initial_state="zeros")
+    plain = Elmo.from_directory(BUILTIN_MODEL_DIR, initial_state="zeros", token_cache_size=0)
+    assert cached.bilm.token_cache is not None and plain.bilm.token_cache is None
+    for passes in (1, 2):  # the second pass is answered from the cache
+        for a, b in zip(cached.embed(SENTENCES), plain.embed(SENTENCES), strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+        if passes == 1:
+            assert cached.cache_stats.hits == 0 and cached.cache_stats.misses == len(cached.bilm.token_cache) > 0
+    stats = cached.cache_stats
+    assert stats.hits == stats.misses and stats.hit_rate == 0.5
+
+
+def test_cached_token_vector_has_the_same_bits_whatever_batch_computed_it_first():
+    model = Elmo.from_directory(BUILTIN_MODEL_DIR, initial_state="zeros")
+    alone = model.embed([["bank"]], layers="all")[0][0, 0]  # layer 0 of "bank" encoded on its own
+    for seed in range(3):
+        model.bilm.token_cache.clear()
+        batch = SENTENCES[:]
+        random.Random(seed).shuffle(batch)
+        model.embed(batch)  # "bank" now encoded in a chunk with other tokens
+        again = model.embed([["bank"]], layers="all")[0][0, 0]
+        assert again.tobytes() == alone.tobytes()
+
+
+def test_encoding_in_fixed_chunks_does_not_depend_on_neighbours():
+    encoder = Elmo.from_directory(TINY_MODEL_DIR, initial_state="zeros", token_cache_size=0).bilm.char_encoder
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, 262, (40, 50), generator=generator)
+    whole = encode_in_chunks(encoder, ids, 16)
+    for start in (0, 7, 23):
+        part = encode_in_chunks(encoder, ids[start : start + 5], 16)
+        assert torch.equal(part, whole[start : start + 5])
+
+
+def test_cache_evicts_the_least_recently_used_and_counts():
+    encoder = Elmo.from_directory(TINY_MODEL_DIR, initial_state="zeros", token_cache_size=0).bilm.char_encoder
+    cache = TokenCache(capacity=3, chunk_rows=4)
+    rows = torch.arange(1, 6).unsqueeze(1).repeat(1, 50)  # 5 distinct "tokens"
+    cache.encode(encoder, rows[:3])  # a b c
+    cache.encode(encoder, rows[:1])  # a is now the most recent
+    cache.encode(encoder, rows[3:4])  # d evicts b (least recently used)
+    assert cache.stats.evictions == 1 and len(cache) == 3
+    before = cache.stats.hits
+    cache.encode(encoder, rows[[0, 2, 3]])  # a c d: all cached
+    assert cache.stats.hits == before + 3
+    cache.encode(encoder, rows[1:2])  # b was evicted: a miss
+    assert cache.stats.misses == 5
+    assert cache.take_counts().misses == 5 and cache.take_counts().misses == 0
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "10"])
+def test_bad_cache_sizes_are_refused(bad):
+    with pytest.raises(ConfigError, match="token_cache_size"):
+        Elmo.from_directory(TINY_MODEL_DIR, token_cache_size=bad)
+
+
+@pytest.mark.parametrize("model_dir", ["builtin", "small"])
+def test_bit_exact_mode_gives_the_same_bytes_alone_and_in_any_batch(model_dir):
+    if model_dir == "builtin":
+        model = Elmo.from_directory(BUILTIN_MODEL_DIR, bit_exact=True)
+    else:
+        model = Elmo(small_random_model(), bit_exact=True)
+    alone = [model.embed([sentence], layers="all")[0] for sentence in SENTENCES]
+    rng = random.Random(0)
+    for _ in range(3):
+        model.bilm.token_cache.clear()
+        batch = SENTENCES * rng.randrange(1, 4)
+        rng.shuffle(batch)
+        outputs = model.embed(batch, layers="all", batch_size=rng.choice([3, 8, 64]))
+        for sentence, output in zip(batch, outputs, strict=True):
+            assert output.tobytes() == alone[SENTENCES.index(sentence)].tobytes()
+
+
+def test_default_mode_is_only_rounding_away_from_bit_exact():
+    exact = Elmo.from_directory(BUILTIN_MODEL_DIR, bit_exact=True)
+    default = Elmo.from_directory(BUILTIN_MODEL_DIR)
+    for a, b in zip(exact.embed(SENTENCES), default.embed(SENTENCES), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+
+
+def test_lockstep_packed_lstm_matches_one_sentence_at_a_time_in_float64():
+    """Batching (packing, lockstep directions, rows stopping at different steps) changes nothing but rounding."""
+    model = Elmo(small_random_model().double(), initial_state="zeros", token_cache_size=0)
+    batched = model.embed(SENTENCES, layers="all")
+    for sentence, output in zip(SENTENCES, batched, strict=True):
+        np.testing.assert_allclose(output, model.embed([sentence], layers="all")[0], atol=1e-12, rtol=0)
+
+
+def test_final_state_of_each_row_is_taken_after_its_own_last_step():
+    model = Elmo(small_random_model().double(), initial_state="zeros", token_cache_size=0)
+    _, batch_state = model.bilm(torch.from_numpy(_ids(SENTENCES[:4])))
+    for row, sentence in enumerate(SENTENCES[:4]):
+        _, alone = model.bilm(torch.from_numpy(_ids([sentence])))
+        torch.testing.assert_close(batch_state.h[:, :, row], alone.h[:, :, 0], atol=1e-12, rtol=0)
+        torch.testing.assert_close(batch_state.c[:, :, row], alone.c[:, :, 0], atol=1e-12, rtol=0)
+
+
+def _ids(sentences: list[list[str]]) -> np.ndarray:
+    from elmo.chars import batch_to_ids
+
+    return batch_to_ids(sentences, 50)
+
+
+def test_bf16_is_refused_on_a_cpu_without_amx_and_offered_with_it():
+    cpu = torch.device("cpu")
+    assert "no AMX" in bf16_refusal(cpu, flags={"avx512f", "avx512_bf16"})
+    assert bf16_refusal(cpu, flags={"avx512f", "amx_tile", "amx_bf16"}) is None
+    if bf16_refusal(cpu) is not None:  # this machine: the API says so instead of running slower
+        with pytest.raises(ConfigError, match="bf16 refused"):
+            Elmo.from_directory(TINY_MODEL_DIR, bf16=True)
+
+
+def test_bf16_arithmetic_stays_close_to_float32():
+    """The mode's numbers (measured here even where it is refused for speed): bf16 GEMMs, float32 state."""
+    model = Elmo.from_directory(BUILTIN_MODEL_DIR, initial_state="zeros")
+    reference = model.embed(SENTENCES, layers="all")
+    model.bilm.arithmetic = Arithmetic(bf16=True)
+    approximate = model.embed(SENTENCES, layers="all")
+    worst = max(float(np.max(np.abs(a - b))) for a, b in zip(approximate, reference, strict=True))
+    scale = max(float(np.max(np.abs(b))) for b in reference)
+    assert 0 < worst < 0.05 * scale
+
+
+def test_the_gpu_benchmark_says_no_gpu_clearly_on_a_cpu_only_machine():
+    import subprocess
+    import sys
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: bench/bench_gpu.py would measure it")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.bench_gpu"], cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 2
+    assert done.stdout.startswith("no GPU:") and "nothing was measured" in done.stdout
