@@ -33,7 +33,7 @@ TEST_REQUIRES = [
     # the pipeline's output tests read the Parquet back with these
     "pandas==3.1.1",
     *SEARCH_REQUIRES,
-    # the word maps of search.plot, elmo.polysemy and evaluation.polysemy (the "tools" extra), so their tests run
+    # the word maps of search.plot and evaluation.polysemy (the "tools" extra), so their tests run
     # instead of skipping
     "matplotlib==3.11.2",
     # the corpus builder's sentence splitter, so its test runs instead of skipping
@@ -59,7 +59,7 @@ setup(
     # the default model (elmo.model_dir.default_model_dir) is installed inside the package, so every install finds it
     package_data={"elmo": ["models/*/*"], "evaluation.polysemy": ["senses.jsonl", "README.md"]},
     install_requires=MODEL_REQUIRES + PIPELINE_REQUIRES,
-    # "tools": the polysemy pictures (python -m evaluation.polysemy / elmo.polysemy --plot) and python -m search.plot;
+    # "tools": the polysemy pictures (python -m evaluation.polysemy --plot) and python -m search.plot;
     # "corpus": the corpus builder's splitter; "search": the embedded vector index of python -m search.index /
     # search.query.
     extras_require={
