@@ -27,6 +27,7 @@ PIPELINE_REQUIRES = [
 SEARCH_REQUIRES = ["lancedb==0.40.0"]
 TEST_REQUIRES = [
     "pytest==9.2.0",
+    "pytest-xdist==3.8.0",  # ./run_tests.sh -m "not integration" -n 2: the unit suite on both cores
     # property-based tests of reading and tokenization (tests/test_hostile_text.py)
     "hypothesis==6.170.17",
     "ruff==0.17.6",
