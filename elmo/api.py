@@ -170,6 +170,11 @@ class Elmo:
         if initial_state == "warm":
             self._fixed_state = canonical_state(self.bilm)
 
+    def take_cache_counts(self) -> CacheStats:
+        """Token cache counts since the previous call (for metrics that add deltas; all zero without a cache)."""
+        cache = self.bilm.token_cache
+        return cache.take_counts() if cache is not None else CacheStats()
+
     @property
     def cache_stats(self) -> CacheStats:
         """Token cache hits, misses and evictions so far (all zero without a cache)."""
