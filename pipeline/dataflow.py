@@ -278,15 +278,6 @@ def flex_argv(argv: list[str]) -> list[str]:
     return out
 
 
-def launch(argv: list[str]):
-    """The Flex Template launcher's entry: the Dataflow flags checked and completed, then ``pipeline.run.run`` (which
-    submits without waiting when Beam only writes a template, ``--template_location``); returns the
-    ``PipelineResult``."""
-    from pipeline.run import run
-
-    return run([*argv, *dataflow_flags(argv)])
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m pipeline.dataflow ARGS``: prints the flags to add, one per line; status 2 with the reasons."""
     argv = list(sys.argv[1:] if argv is None else argv)
