@@ -3,6 +3,7 @@ that has no source checkout next to it (no network: no dependencies, no build is
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -78,3 +79,27 @@ def test_an_installed_package_finds_the_default_model(wheel, tmp_path):
     assert Path(package_file).is_relative_to(target)
     assert Path(model_dir) == target / "elmo" / "models" / DEFAULT_MODEL_NAME
     assert set(PIPELINE_MODEL_FILES) <= set(names.split(","))
+
+
+@pytest.mark.integration
+def test_a_plain_install_runs_the_default_job(wheel, tmp_path):
+    """The wheel installed (not editable) runs the job with its defaults: the model comes from the install."""
+    target = tmp_path / "site"
+    _pip("install", "--target", str(target), str(wheel), cwd=tmp_path)
+    text = tmp_path / "in.txt"
+    text.write_text("The bank raised its rates .\nWe sat on the bank of the river .\n", encoding="utf-8")
+    code = (
+        "import sys, pipeline.run as r, pipeline.options as o; "
+        f"assert r.__file__.startswith({str(target)!r}), r.__file__; "
+        f"assert o.BUILTIN_MODEL.startswith({str(target)!r}), o.BUILTIN_MODEL; "
+        f"sys.exit(r.main(['--input={text}', '--output={tmp_path / 'out'}', '--run_id=plain']))"
+    )
+    # PYTHONPATH comes before site-packages (the dependencies, and this checkout's editable install, come later)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(target)}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    manifest = json.loads((tmp_path / "out" / "plain" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["counts"]["documents_embedded"] == 2
+    assert (tmp_path / "out" / "plain" / "_SUCCESS").exists()
