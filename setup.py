@@ -27,13 +27,14 @@ PIPELINE_REQUIRES = [
 SEARCH_REQUIRES = ["lancedb==0.40.0"]
 TEST_REQUIRES = [
     "pytest==9.2.0",
+    "pytest-xdist==3.8.0",  # ./run_tests.sh -m "not integration" -n 2: the unit suite on both cores
     # property-based tests of reading and tokenization (tests/test_hostile_text.py)
     "hypothesis==6.170.17",
     "ruff==0.17.6",
     # the pipeline's output tests read the Parquet back with these
     "pandas==3.1.1",
     *SEARCH_REQUIRES,
-    # the word maps of search.plot, elmo.polysemy and evaluation.polysemy (the "tools" extra), so their tests run
+    # the word maps of search.plot and evaluation.polysemy (the "tools" extra), so their tests run
     # instead of skipping
     "matplotlib==3.11.2",
     # the corpus builder's sentence splitter, so its test runs instead of skipping
@@ -56,9 +57,10 @@ setup(
             *("evaluation", "evaluation.*"),
         ]
     ),
-    package_data={"evaluation.polysemy": ["senses.jsonl", "README.md"]},
+    # the default model (elmo.model_dir.default_model_dir) is installed inside the package, so every install finds it
+    package_data={"elmo": ["models/*/*"], "evaluation.polysemy": ["senses.jsonl", "README.md"]},
     install_requires=MODEL_REQUIRES + PIPELINE_REQUIRES,
-    # "tools": the polysemy pictures (python -m evaluation.polysemy / elmo.polysemy --plot) and python -m search.plot;
+    # "tools": the polysemy pictures (python -m evaluation.polysemy --plot) and python -m search.plot;
     # "corpus": the corpus builder's splitter; "search": the embedded vector index of python -m search.index /
     # search.query.
     extras_require={

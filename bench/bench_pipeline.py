@@ -31,11 +31,12 @@ import torch
 from bench.bench_inference import describe_machine
 from bench.scale_data import build
 from elmo import Elmo
+from elmo.model_dir import default_model_dir
 from elmo.tokenize import Tokenizer
 from elmo.windows import plan_windows
 
 REPO = Path(__file__).resolve().parent.parent
-BUILTIN = REPO / "models" / "elmo-en-small"
+BUILTIN = default_model_dir()
 CORPORA = REPO / "build" / "bench-pipeline"
 MAX_BATCH_WINDOWS = 512  # the pipeline's default --max_batch_windows
 

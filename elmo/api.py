@@ -34,6 +34,7 @@ from elmo.errors import ConfigError, ModelFilesError
 from elmo.mix import LayerChoice, apply_layer_choice
 from elmo.model import Arithmetic, BiLm, BiLmState
 from elmo.model_dir import MODEL_FILES
+from elmo.state import canonical_state
 from elmo.token_cache import DEFAULT_CAPACITY, CacheStats, TokenCache
 from elmo.weights import fingerprint, load_weights, save_weights
 
@@ -167,9 +168,12 @@ class Elmo:
         self._fixed_state: BiLmState | None = None  # (2, L, 1, ·) when "warm"
         self._stateful_state: BiLmState | None = None
         if initial_state == "warm":
-            from elmo.state import canonical_state
+            self._fixed_state = canonical_state(self.bilm)
 
-            self._fixed_state = canonical_state(self)
+    def take_cache_counts(self) -> CacheStats:
+        """Token cache counts since the previous call (for metrics that add deltas; all zero without a cache)."""
+        cache = self.bilm.token_cache
+        return cache.take_counts() if cache is not None else CacheStats()
 
     @property
     def cache_stats(self) -> CacheStats:

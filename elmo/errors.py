@@ -4,7 +4,7 @@
 commands turn them into one line on stderr and exit status 2 (``elmo.cli.run_cli``); anything else is a bug and
 keeps its traceback. Module-specific subclasses: ``elmo.config.OptionsError`` (options.json),
 ``elmo.weights.WeightsFormatError`` (weights.hdf5), ``elmo.embed.InputError`` (the text to embed) and
-``elmo.train.CheckpointError`` (training checkpoints).
+``elmo.training.train.CheckpointError`` (training checkpoints).
 """
 
 from __future__ import annotations

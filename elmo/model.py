@@ -79,6 +79,22 @@ class CharEncoder(nn.Module):
         return self.projection(h) if self.has_projection else h  # (N, P)
 
 
+def zero_state_tensors(config: ElmoConfig, like: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """All-zero LSTM state of both directions, on ``like``'s device and dtype: h (2, L, B, P), c (2, L, B, D)."""
+    lstm = config.lstm
+    return (
+        like.new_zeros(2, lstm.n_layers, batch_size, lstm.projection_dim),
+        like.new_zeros(2, lstm.n_layers, batch_size, lstm.dim),
+    )
+
+
+def encode_distinct_tokens(encoder: CharEncoder, char_ids: torch.Tensor) -> torch.Tensor:
+    """The char encoder over every position, each distinct token once: (B, S, C) -> (B, S, P)."""
+    batch, steps, width = char_ids.shape
+    unique, inverse = torch.unique(char_ids.reshape(-1, width), dim=0, return_inverse=True)  # (U, C), (B*S,)
+    return encoder(unique)[inverse].view(batch, steps, -1)
+
+
 class LstmLayer(nn.Module):
     """One unidirectional LSTM layer with a projected, clipped hidden state (TF LSTMCell(num_proj=P)).
 
@@ -351,12 +367,7 @@ class BiLm(nn.Module):
 
     def zero_state(self, batch_size: int) -> BiLmState:
         """All-zero initial state for ``batch_size`` rows."""
-        lstm = self.config.lstm
-        ref = self.char_encoder.char_embedding.weight
-        return BiLmState(
-            ref.new_zeros(2, lstm.n_layers, batch_size, lstm.projection_dim),
-            ref.new_zeros(2, lstm.n_layers, batch_size, lstm.dim),
-        )
+        return BiLmState(*zero_state_tensors(self.config, self.char_encoder.char_embedding.weight, batch_size))
 
     def add_boundaries(self, char_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, C) -> ids with ``<S>`` first and ``</S>`` right after each row's last token (B, T+2, C),
@@ -372,15 +383,14 @@ class BiLm(nn.Module):
     def token_representations(self, char_ids: torch.Tensor) -> torch.Tensor:
         """Char encoder over every position: (B, S, C) -> (B, S, P), each distinct token encoded once (and, with a
         token cache, once per process; in the bit-exact mode in fixed-size chunks)."""
+        if self.token_cache is None and self.arithmetic.row_chunk is None:
+            return encode_distinct_tokens(self.char_encoder, char_ids)
         batch, steps, width = char_ids.shape
-        flat = char_ids.reshape(-1, width)  # (B*S, C)
-        unique, inverse = torch.unique(flat, dim=0, return_inverse=True)  # (U, C), (B*S,)
+        unique, inverse = torch.unique(char_ids.reshape(-1, width), dim=0, return_inverse=True)  # (U, C), (B*S,)
         if self.token_cache is not None:
             encoded = self.token_cache.encode(self.char_encoder, unique)  # (U, P)
-        elif self.arithmetic.row_chunk is not None:
-            encoded = encode_in_chunks(self.char_encoder, unique, DEFAULT_CHUNK_ROWS)
         else:
-            encoded = self.char_encoder(unique)  # (U, P)
+            encoded = encode_in_chunks(self.char_encoder, unique, DEFAULT_CHUNK_ROWS)
         return encoded[inverse].view(batch, steps, -1)
 
     def forward(self, char_ids: torch.Tensor, initial_state: BiLmState | None = None) -> tuple[torch.Tensor, BiLmState]:

@@ -172,7 +172,7 @@ def dataflow_flags(
         if not REMOTE_RE.fullmatch(job.model) and not baked:
             errors.append(
                 f"--model={job.model}: the workers cannot read the launcher's model folder; copy it to gs:// "
-                "(gcloud storage cp -r models/elmo-en-small gs://BUCKET/models/) and pass --model gs://..."
+                "(gcloud storage cp -r elmo/models/elmo-en-small gs://BUCKET/models/) and pass --model gs://..."
             )
 
     # GPU: the simple flags, or a worker_accelerator option given as is
@@ -276,15 +276,6 @@ def flex_argv(argv: list[str]) -> list[str]:
         else:
             out.append(arg)
     return out
-
-
-def launch(argv: list[str]):
-    """The Flex Template launcher's entry: the Dataflow flags checked and completed, then ``pipeline.run.run`` (which
-    submits without waiting when Beam only writes a template, ``--template_location``); returns the
-    ``PipelineResult``."""
-    from pipeline.run import run
-
-    return run([*argv, *dataflow_flags(argv)])
 
 
 def main(argv: list[str] | None = None) -> int:

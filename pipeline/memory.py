@@ -24,7 +24,7 @@ from elmo.errors import UsageError
 # ---------------------------------------------------------------------------------------------------------------
 # Coefficients. Measured 2026-11-30 with scripts/measure_local_memory.py (7 runs) on the shared 2-core x86_64
 # build box (Linux, 23.5 GiB RAM, Python 3.11, Beam 2.62.0 FnApiRunner, torch 2.15 CPU), code of commit d596f14,
-# model models/elmo-en-small (2P = 256, L+1 = 3), sample_data/sotu repeated to 46k, 92k and 208k tokens of
+# model elmo-en-small (2P = 256, L+1 = 3), sample_data/sotu repeated to 46k, 92k and 208k tokens of
 # English; peak resident memory of the process tree sampled every 0.1 s. Least-squares fit of the four runs
 # without --token_vectors (residuals <= 27 MiB); the token-vector and worker terms from one run each.
 # Table, fit and phases: docs/local-memory.md.

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import re
-from pathlib import Path
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from elmo.config import DEFAULT_TOKEN_CACHE_SIZE
+from elmo.model_dir import default_model_dir
 
-BUILTIN_MODEL = str(Path(__file__).resolve().parent.parent / "models" / "elmo-en-small")
+BUILTIN_MODEL = str(default_model_dir())  # installed with the package (elmo/models/elmo-en-small)
 GPU_TYPE_RE = re.compile(r"nvidia-[a-z0-9]+(-[a-z0-9]+)*")  # Dataflow's accelerator names: nvidia-l4, nvidia-tesla-t4
 GPU_SHARING = ("shared_model", "mps", "single_process")  # how the SDK processes of a GPU worker use it
 DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")

@@ -109,7 +109,7 @@ def measure(args: argparse.Namespace) -> dict:
         if args.one_document:
             extra.append(f"--max_document_bytes={n_bytes + 1}")
         cmd = ["nice", "-n", "10", sys.executable, "-m", "pipeline.run", f"--input={data}/*", f"--output={tmp}/out"]
-        cmd.append(f"--model={Path(args.repo) / 'models' / 'elmo-en-small'}")
+        cmd.append(f"--model={Path(args.repo) / 'elmo' / 'models' / 'elmo-en-small'}")
         cmd += extra
         env = dict(os.environ, NO_GCE_CHECK="true", PYTHONWARNINGS="ignore::FutureWarning")
         started = time.monotonic()

@@ -14,10 +14,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 
 from pipeline.run import LOCAL_RUNNER, run
+from tests.model_files import TINY_MODEL
+from tests.nightly_data import SAMPLE_DIR
 
 REPO = Path(__file__).resolve().parent.parent
-BUILTIN_MODEL = REPO / "models" / "builtin-tiny"
-SAMPLE_GLOB = str(REPO / "sample_data" / "sotu" / "*")
+SAMPLE_GLOB = str(SAMPLE_DIR / "*")
 SAMPLE_DOCUMENTS = 221  # non-blank lines of the four sample shards
 FLINK_SCRIPT = REPO / "scripts" / "flink_local.sh"
 
@@ -46,7 +47,7 @@ def run_job_summary(output: Path, *flags: str, input_glob: str = SAMPLE_GLOB) ->
 
     The tiny test model is used unless ``flags`` name another (the job's default is the trained English model).
     """
-    model = [] if any(f.startswith("--model") for f in flags) else [f"--model={BUILTIN_MODEL}"]
+    model = [] if any(f.startswith("--model") for f in flags) else [f"--model={TINY_MODEL}"]
     argv = [f"--input={input_glob}", f"--output={output}", *model, *flags]
     result = run(argv, test_pipeline=local_pipeline(options=PipelineOptions([f"--runner={LOCAL_RUNNER}", *flags])))
     return result.summary

@@ -11,6 +11,9 @@ import numpy as np
 from elmo.config import ElmoConfig
 from elmo.weights import expected_datasets
 
+# bilm-tf's random-weight test model (2P = 32) as a model directory: options.json, weights.hdf5, tokenizer.json
+TINY_MODEL = Path(__file__).resolve().parent / "fixtures" / "models" / "tiny"
+
 
 def write_random_model(
     directory: Path, config: ElmoConfig, seed: int = 0, lstm_scale: float = 0.5, cnn_scale: float = 0.5

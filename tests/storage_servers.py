@@ -68,6 +68,16 @@ class FaultProxy:
     _open: set = field(default_factory=set)
     _stopped: bool = False
 
+    @property
+    def armed(self) -> int:
+        """How many ``fail_when`` triggers are still waiting for their request."""
+        with self._lock:
+            return len(self._triggers)
+
+    def refusals(self) -> int:
+        """How many requests were answered 503 so far: during an outage, a client retrying."""
+        return sum(what.startswith("503") for _, what in list(self.events))
+
     def _event(self, what: str) -> None:
         self.events.append((round(time.monotonic() - self._started, 2), what))
 

@@ -20,6 +20,10 @@ FORBIDDEN = {
 }
 
 
+# inside elmo: sub-packages built on the core, which the core never imports
+ELMO_UPPER = ("elmo.training",)
+
+
 def _module_name(path: Path) -> str:
     parts = path.relative_to(REPO).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -118,3 +122,22 @@ def test_each_layer_imports_only_what_is_below_it(package):
         if target.split(".")[0] in FORBIDDEN[package]
     }
     assert not wrong, sorted(wrong)
+
+
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def test_the_elmo_core_never_imports_training():
+    """Inference (``elmo.api`` and below) loads no training code (research code is in ``evaluation``, above)."""
+    wrong = {
+        f"{module} imports {target}"
+        for module in MODULES
+        if _within(module, "elmo")
+        for target in imports(module, top_level_only=False)
+        for upper in ELMO_UPPER
+        if _within(target, upper) and not _within(module, upper)
+    }
+    assert not wrong, sorted(wrong)
+    assert {"elmo.training.train", "evaluation.initial_state", "elmo.state"} <= set(MODULES)
+    assert "elmo.api" not in imports("elmo.state", top_level_only=False)

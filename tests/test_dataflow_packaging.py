@@ -31,7 +31,7 @@ from pipeline.dataflow import (
     parse_accelerator,
 )
 from pipeline.options import option_names
-from tests.beam_testing import BUILTIN_MODEL, REPO, SAMPLE_GLOB, source_runner_script
+from tests.beam_testing import REPO, SAMPLE_GLOB, TINY_MODEL, source_runner_script
 from transforms.gpu import check_device
 
 PROJECT, REGION, BUCKET = "elmo-test-project", "us-central1", "gs://elmo-test-bucket"
@@ -87,7 +87,7 @@ def test_missing_settings_are_all_named_at_once():
         ("--project=X", "not a Google Cloud project id"),
         ("--input=/data/*.txt", "cannot read a local path"),
         ("--output=out", "cannot write a local path"),
-        (f"--model={BUILTIN_MODEL}", "cannot read the launcher's model folder"),
+        (f"--model={TINY_MODEL}", "cannot read the launcher's model folder"),
         ("--runner=FlinkRunner", "this is the Dataflow launcher"),
         ("--gpu_sharing=mps", "needs --gpu_type"),
     ],
@@ -264,7 +264,7 @@ def test_the_submitted_job_holds_our_graph_image_gpu_and_package(no_network, mon
         f"--temp_location={BUCKET}/tmp",
         f"--input={SAMPLE_GLOB}",
         f"--output={BUCKET}/emb",
-        f"--model={BUILTIN_MODEL}",
+        f"--model={TINY_MODEL}",
         "--gpu_type=nvidia-l4",
         f"--sdk_container_image={IMAGE}",
     ]
@@ -404,7 +404,7 @@ def test_worker_dockerfile_matches_the_pins():
     assert "COPY --from=beam /opt/apache/beam /opt/apache/beam" in text
     assert re.search(r'^ENTRYPOINT \["/opt/apache/beam/boot"\]', text, flags=re.M)
     assert 'pip install "torch==${TORCH_VERSION}"' in text and "pip install /opt/elmo" in text
-    for copied in ("setup.py", "elmo", "pipeline", "transforms", "models", "dataflow"):
+    for copied in ("setup.py", "elmo", "pipeline", "transforms", "elmo/models", "dataflow"):
         assert re.search(rf"^COPY {copied}\b", text, flags=re.M), copied
         assert (REPO / copied).exists()
 

@@ -14,11 +14,13 @@ from elmo import Elmo, published_config
 from elmo.bf16 import bf16_refusal
 from elmo.errors import ConfigError
 from elmo.model import Arithmetic, BiLm
+from elmo.model_dir import default_model_dir
 from elmo.token_cache import TokenCache, encode_in_chunks
+from tests.model_files import TINY_MODEL
 
 REPO = Path(__file__).resolve().parent.parent
-BUILTIN_MODEL_DIR = REPO / "models" / "elmo-en-small"
-TINY_MODEL_DIR = REPO / "models" / "builtin-tiny"  # a test model
+BUILTIN_MODEL_DIR = default_model_dir()
+TINY_MODEL_DIR = TINY_MODEL  # a test model
 
 SENTENCES = [
     "The bank raised its rates again .".split(),

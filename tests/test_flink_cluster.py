@@ -13,11 +13,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -25,34 +23,20 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.beam_testing import (
-    BUILTIN_MODEL,
     FLINK_SCRIPT,
     REPO,
     SAMPLE_DOCUMENTS,
     SAMPLE_GLOB,
+    TINY_MODEL,
     restore_torch_threads,  # noqa: F401  (autouse fixture)
     run_job,
-    run_pipeline_sh,
     sentence_vectors,
     source_runner_script,
 )
+from tests.flink_testing import RUN_JOB, flink_logs, flink_script, rest, runner_flags
+from tests.storage_servers import free_port
 
-SCRIPT = FLINK_SCRIPT
 PARALLELISM = 2
-
-# the job as run_pipeline.sh runs it, reporting the final state too
-RUN_JOB = """
-import json, sys
-from pipeline.run import run
-result = run(sys.argv[1:])
-print("FLINK_TEST_RESULT " + json.dumps({"state": str(result.state), "summary": result.summary}, default=str))
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _timed(label: str, timings: dict, fn):
@@ -62,29 +46,6 @@ def _timed(label: str, timings: dict, fn):
     finally:
         timings[label] = round(time.monotonic() - started, 1)
         print(f"[flink test] {label}: {timings[label]} s", flush=True)
-
-
-def _script(env: dict, *args: str, timeout: float) -> str:
-    proc = subprocess.run(
-        [str(SCRIPT), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"scripts/flink_local.sh {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return proc.stdout
-
-
-def _rest(port: int, path: str) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
-        return json.load(response)
-
-
-def _flink_logs(lines: int = 40) -> str:
-    """The last lines of the JobManager, TaskManager and worker pool logs, for failure messages."""
-    logs = sorted((REPO / "build" / "flink-run" / "log").glob("*.log"))
-    return "\n".join(
-        f"--- {log} (last {lines} lines)\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-        for log in logs
-    )
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +58,7 @@ def cluster():
             "Maven 3 (mvn) to run Flink and build Beam's job-server jar (apt-get install openjdk-17-jdk-headless "
             "maven); see docs/flink.md"
         )
-    rest_port, rpc_port, pool_port = _free_port(), _free_port(), _free_port()
+    rest_port, rpc_port, pool_port = free_port(), free_port(), free_port()
     env = {
         **os.environ,
         "FLINK_REST_PORT": str(rest_port),
@@ -110,24 +71,20 @@ def cluster():
     _timed(
         "fetch (Flink archives + job-server jar, cached after the first run)",
         timings,
-        lambda: _script(env, "fetch", timeout=1800),
+        lambda: flink_script(env, "fetch", timeout=1800),
     )
     try:
-        _timed("start cluster", timings, lambda: _script(env, "start", "--taskmanagers=1", "--slots=2", timeout=300))
-        _timed("start worker pool", timings, lambda: _script(env, "worker-pool", "start", timeout=120))
+        _timed(
+            "start cluster", timings, lambda: flink_script(env, "start", "--taskmanagers=1", "--slots=2", timeout=300)
+        )
+        _timed("start worker pool", timings, lambda: flink_script(env, "worker-pool", "start", timeout=120))
         yield {"env": env, "rest_port": rest_port, "pool_port": pool_port, "timings": timings}
     except BaseException:
-        print(_flink_logs())
+        print(flink_logs())
         raise
     finally:
-        subprocess.run([str(SCRIPT), "worker-pool", "stop"], cwd=REPO, env=env, timeout=60, check=False)
-        subprocess.run([str(SCRIPT), "stop"], cwd=REPO, env=env, timeout=120, check=False)
-
-
-def _runner_flags(*args: str) -> list[str]:
-    proc = source_runner_script("flink", *args)  # the flags `run_pipeline.sh flink ARGS` adds
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.split()
+        subprocess.run([str(FLINK_SCRIPT), "worker-pool", "stop"], cwd=REPO, env=env, timeout=60, check=False)
+        subprocess.run([str(FLINK_SCRIPT), "stop"], cwd=REPO, env=env, timeout=120, check=False)
 
 
 def _run_on_flink(cluster: dict, *job_flags: str) -> dict:
@@ -138,9 +95,9 @@ def _run_on_flink(cluster: dict, *job_flags: str) -> dict:
         "--environment_type=EXTERNAL",
         f"--environment_config=127.0.0.1:{cluster['pool_port']}",
     ]
-    runner_flags = _runner_flags(*user_flags)
-    assert "--runner=FlinkRunner" in runner_flags and f"--parallelism={PARALLELISM}" in runner_flags
-    argv = [f"--model={BUILTIN_MODEL}", *job_flags, *runner_flags, *user_flags]
+    added = runner_flags(*user_flags)
+    assert "--runner=FlinkRunner" in added and f"--parallelism={PARALLELISM}" in added
+    argv = [f"--model={TINY_MODEL}", *job_flags, *added, *user_flags]
     proc = subprocess.run(
         [sys.executable, "-c", RUN_JOB, *argv],
         cwd=REPO,
@@ -153,7 +110,7 @@ def _run_on_flink(cluster: dict, *job_flags: str) -> dict:
     if proc.returncode != 0:
         pytest.fail(
             f"the job failed on Flink ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}\n"
-            + _flink_logs()
+            + flink_logs()
         )
     print(proc.stdout)
     line = next(x for x in proc.stdout.splitlines() if x.startswith("FLINK_TEST_RESULT "))
@@ -233,9 +190,9 @@ def test_outputs_equal_the_local_runner(flink_run, local_run, cluster):
 @pytest.mark.integration
 def test_the_flink_rest_api_shows_the_job_ran_on_the_cluster_in_parallel(flink_run, cluster):
     port = cluster["rest_port"]
-    jobs = [j for j in _rest(port, "/jobs/overview")["jobs"] if j["name"].startswith("BeamApp")]
+    jobs = [j for j in rest(port, "/jobs/overview")["jobs"] if j["name"].startswith("BeamApp")]
     assert [j["state"] for j in jobs] == ["FINISHED"]
-    job = _rest(port, f"/jobs/{jobs[0]['jid']}")
+    job = rest(port, f"/jobs/{jobs[0]['jid']}")
     print(
         f"[flink test] Flink job {job['jid']}: {job['state']} in {job['duration'] / 1000:.1f} s, "
         f"{len(job['vertices'])} vertices"
@@ -245,22 +202,24 @@ def test_the_flink_rest_api_shows_the_job_ran_on_the_cluster_in_parallel(flink_r
     assert all(v["tasks"].get("FINISHED", 0) == v["parallelism"] for v in job["vertices"])
     # every subtask of the embedding stage ran on a TaskManager of this cluster
     embed = next(v for v in job["vertices"] if "EmbedWindows" in v["name"])
-    subtasks = _rest(port, f"/jobs/{job['jid']}/vertices/{embed['id']}")["subtasks"]
+    subtasks = rest(port, f"/jobs/{job['jid']}/vertices/{embed['id']}")["subtasks"]
     assert len(subtasks) == PARALLELISM and all(s["status"] == "FINISHED" for s in subtasks)
     records = [s["metrics"]["read-records"] for s in subtasks]
     print(f"[flink test] records read by each subtask of the embedding stage: {records}")
     assert all(n > 0 for n in records)  # the data really was split between the two subtasks
-    taskmanagers = {tm["id"] for tm in _rest(port, "/taskmanagers")["taskmanagers"]}
+    taskmanagers = {tm["id"] for tm in rest(port, "/taskmanagers")["taskmanagers"]}
     assert {s["taskmanager-id"] for s in subtasks} <= taskmanagers
 
 
 def test_run_pipeline_flink_starts_nothing_without_a_master():
-    proc = run_pipeline_sh("flink", "--environment_type=EXTERNAL")
-    assert proc.returncode == 2 and "--flink_master=HOST:PORT is required" in proc.stderr
-    proc = run_pipeline_sh("flink", "--flink_master=127.0.0.1:1")
-    assert proc.returncode == 2 and "--environment_type is required" in proc.stderr
-    proc = run_pipeline_sh("flink", "--flink_master=127.0.0.1:1", "--environment_type=EXTERNAL")
-    assert proc.returncode == 2 and "needs --environment_config" in proc.stderr
+    """The runner script run_pipeline.sh sources for ``flink`` stops with status 2 and the reason, adding no flag
+    (run_pipeline.sh itself, venv included, is run end to end by the integration tests)."""
+    proc = source_runner_script("flink", "--environment_type=EXTERNAL")
+    assert proc.returncode == 2 and "--flink_master=HOST:PORT is required" in proc.stderr and not proc.stdout
+    proc = source_runner_script("flink", "--flink_master=127.0.0.1:1")
+    assert proc.returncode == 2 and "--environment_type is required" in proc.stderr and not proc.stdout
+    proc = source_runner_script("flink", "--flink_master=127.0.0.1:1", "--environment_type=EXTERNAL")
+    assert proc.returncode == 2 and "needs --environment_config" in proc.stderr and not proc.stdout
 
 
 @pytest.mark.integration

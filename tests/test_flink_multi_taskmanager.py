@@ -24,15 +24,17 @@ import numpy as np
 import pytest
 
 from tests.beam_testing import (
-    BUILTIN_MODEL,
+    FLINK_SCRIPT,
     REPO,
     SAMPLE_DOCUMENTS,
     SAMPLE_GLOB,
+    TINY_MODEL,
     restore_torch_threads,  # noqa: F401  (autouse fixture)
     run_job,
     sentence_vectors,
 )
-from tests.test_flink_cluster import RUN_JOB, SCRIPT, _flink_logs, _free_port, _rest, _runner_flags, _script
+from tests.flink_testing import RUN_JOB, flink_logs, flink_script, rest, runner_flags
+from tests.storage_servers import free_port
 
 TASKMANAGERS = 2
 SLOTS = 1
@@ -44,7 +46,7 @@ def cluster():
     missing = [tool for tool in ("java", "mvn") if shutil.which(tool) is None]
     if missing:
         pytest.fail(f"{' and '.join(missing)} not found on PATH: the Flink tests need a JDK and Maven (docs/flink.md)")
-    rest_port, rpc_port, pool_port = _free_port(), _free_port(), _free_port()
+    rest_port, rpc_port, pool_port = free_port(), free_port(), free_port()
     env = {
         **os.environ,
         "FLINK_REST_PORT": str(rest_port),
@@ -54,23 +56,23 @@ def cluster():
         "NO_GCE_CHECK": "true",
     }
     started = time.monotonic()
-    _script(env, "fetch", timeout=1800)
+    flink_script(env, "fetch", timeout=1800)
     try:
-        _script(env, "start", f"--taskmanagers={TASKMANAGERS}", f"--slots={SLOTS}", timeout=300)
-        _script(env, "worker-pool", "start", timeout=120)
+        flink_script(env, "start", f"--taskmanagers={TASKMANAGERS}", f"--slots={SLOTS}", timeout=300)
+        flink_script(env, "worker-pool", "start", timeout=120)
         print(f"[flink 2TM test] cluster + worker pool up in {time.monotonic() - started:.1f} s", flush=True)
         yield {"env": env, "rest_port": rest_port, "pool_port": pool_port}
     except BaseException:
-        print(_flink_logs())
+        print(flink_logs())
         raise
     finally:
-        subprocess.run([str(SCRIPT), "worker-pool", "stop"], cwd=REPO, env=env, timeout=60, check=False)
-        subprocess.run([str(SCRIPT), "stop"], cwd=REPO, env=env, timeout=120, check=False)
+        subprocess.run([str(FLINK_SCRIPT), "worker-pool", "stop"], cwd=REPO, env=env, timeout=60, check=False)
+        subprocess.run([str(FLINK_SCRIPT), "stop"], cwd=REPO, env=env, timeout=120, check=False)
 
 
 def _beam_jobs(port: int) -> list[dict]:
     try:
-        return [j for j in _rest(port, "/jobs/overview")["jobs"] if j["name"].startswith("BeamApp")]
+        return [j for j in rest(port, "/jobs/overview")["jobs"] if j["name"].startswith("BeamApp")]
     except OSError:
         return []
 
@@ -78,7 +80,7 @@ def _beam_jobs(port: int) -> list[dict]:
 def job_report(port: int, jid: str) -> str:
     """The job's state and every stage not FINISHED: status, records read by each subtask and on which
     TaskManager: what a hang looks like."""
-    job = _rest(port, f"/jobs/{jid}")
+    job = rest(port, f"/jobs/{jid}")
     lines = [f"Flink job {jid}: {job['state']} after {job['duration'] / 1000:.0f} s"]
     waiting = [v for v in job["vertices"] if v["status"] == "CREATED"]
     if waiting:
@@ -86,7 +88,7 @@ def job_report(port: int, jid: str) -> str:
     for vertex in job["vertices"]:
         if vertex["status"] in ("FINISHED", "CREATED"):
             continue
-        subtasks = _rest(port, f"/jobs/{jid}/vertices/{vertex['id']}").get("subtasks", [])
+        subtasks = rest(port, f"/jobs/{jid}/vertices/{vertex['id']}").get("subtasks", [])
         detail = ", ".join(
             f"#{s['subtask']} {s['status']} read {s['metrics']['read-records']} on {s.get('taskmanager-id', '?')}"
             for s in subtasks
@@ -130,7 +132,7 @@ def run_bounded(argv: list[str], env: dict, port: int, deadline_s: float) -> tup
                 proc.wait()
                 pytest.fail(
                     f"the job did not finish within {deadline_s:.0f} s on {TASKMANAGERS} TaskManagers:\n{report}\n"
-                    f"--- launcher output (last lines)\n{log.read_text()[-3000:]}\n{_flink_logs(20)}"
+                    f"--- launcher output (last lines)\n{log.read_text()[-3000:]}\n{flink_logs(20)}"
                 )
             time.sleep(2)
     output = log.read_text()
@@ -138,7 +140,7 @@ def run_bounded(argv: list[str], env: dict, port: int, deadline_s: float) -> tup
     print(f"[flink 2TM test] job launch to result: {time.monotonic() - started:.1f} s", flush=True)
     if proc.returncode != 0:
         report = job_report(port, jid) if jid else ""
-        pytest.fail(f"the job failed on Flink ({proc.returncode}):\n{output[-5000:]}\n{report}\n{_flink_logs()}")
+        pytest.fail(f"the job failed on Flink ({proc.returncode}):\n{output[-5000:]}\n{report}\n{flink_logs()}")
     jid = jid or next(j["jid"] for j in _beam_jobs(port) if j["jid"] not in before)
     return subprocess.CompletedProcess(proc.args, 0, output, ""), jid
 
@@ -153,8 +155,8 @@ def flink_run(cluster, tmp_path_factory) -> dict:
     argv = [
         f"--input={SAMPLE_GLOB}",
         f"--output={tmp_path_factory.mktemp('flink2tm')}",
-        f"--model={BUILTIN_MODEL}",
-        *_runner_flags(*user_flags),
+        f"--model={TINY_MODEL}",
+        *runner_flags(*user_flags),
         *user_flags,
     ]
     proc, jid = run_bounded(argv, cluster["env"], cluster["rest_port"], JOB_DEADLINE_S)
@@ -187,12 +189,12 @@ def test_the_job_finishes_on_two_taskmanagers_and_equals_the_local_runner(flink_
 @pytest.mark.integration
 def test_the_job_ran_on_both_taskmanagers(flink_run, cluster):
     port, jid = cluster["rest_port"], flink_run["jid"]
-    taskmanagers = {tm["id"] for tm in _rest(port, "/taskmanagers")["taskmanagers"]}
+    taskmanagers = {tm["id"] for tm in rest(port, "/taskmanagers")["taskmanagers"]}
     assert len(taskmanagers) == TASKMANAGERS
-    job = _rest(port, f"/jobs/{jid}")
+    job = rest(port, f"/jobs/{jid}")
     assert job["state"] == "FINISHED", job_report(port, jid)
     embed = next(v for v in job["vertices"] if "EmbedWindows" in v["name"])
-    subtasks = _rest(port, f"/jobs/{jid}/vertices/{embed['id']}")["subtasks"]
+    subtasks = rest(port, f"/jobs/{jid}/vertices/{embed['id']}")["subtasks"]
     placement = {s["taskmanager-id"]: s["metrics"]["read-records"] for s in subtasks}
     print(f"[flink 2TM test] embedding stage, records read per TaskManager: {placement}")
     assert set(placement) == taskmanagers  # one subtask on each TaskManager

@@ -20,7 +20,7 @@ import pytest
 from elmo.errors import UsageError
 from pipeline.memory import LocalMemoryError
 from pipeline.run import run
-from tests.beam_testing import BUILTIN_MODEL, REPO, SAMPLE_GLOB, restore_torch_threads, run_job  # noqa: F401
+from tests.beam_testing import REPO, SAMPLE_GLOB, TINY_MODEL, restore_torch_threads, run_job  # noqa: F401
 from tests.storage_servers import fake_gcs_server, restore_environment, set_environment
 from transforms.manifest import write_manifest
 from transforms.run_folder import (
@@ -47,7 +47,7 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 def launch(*flags: str) -> None:
     """``pipeline.run.run`` with the tiny model unless a flag names another (raises what the launcher raises)."""
-    model = [] if any(f.startswith("--model") for f in flags) else [f"--model={BUILTIN_MODEL}"]
+    model = [] if any(f.startswith("--model") for f in flags) else [f"--model={TINY_MODEL}"]
     run([*model, *flags])
 
 
@@ -247,7 +247,7 @@ def test_a_flag_that_is_not_exactly_known_stops_the_launcher(tmp_path, flags, me
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("module", ["elmo.embed", "elmo.train"])
+@pytest.mark.parametrize("module", ["elmo.embed", "elmo.training.train"])
 def test_the_model_commands_take_no_abbreviated_flags(module):
     import importlib
 
@@ -289,7 +289,7 @@ def test_a_model_directory_that_is_missing_or_incomplete_is_named(tmp_path):
     with pytest.raises(UsageError, match=r"model directory .*nowhere does not exist"):
         launch(f"--input={SAMPLE_GLOB}", f"--output={tmp_path}/out", f"--model={tmp_path}/nowhere")
     (tmp_path / "half").mkdir()
-    (tmp_path / "half" / "options.json").write_text((BUILTIN_MODEL / "options.json").read_text())
+    (tmp_path / "half" / "options.json").write_text((TINY_MODEL / "options.json").read_text())
     with pytest.raises(UsageError, match=r"half has no weights.hdf5"):
         launch(f"--input={SAMPLE_GLOB}", f"--output={tmp_path}/out", f"--model={tmp_path}/half")
 
@@ -339,7 +339,7 @@ def test_configuration_errors_are_one_line_with_status_2_and_a_traceback_only_wi
         (["--device=cuda"], "error: --device cuda: device 'cuda' was asked for but CUDA is not available"),
     ]
     for flags, expected in cases:
-        done = pipeline_cli(f"--input={SAMPLE_GLOB}", f"--model={BUILTIN_MODEL}", f"--output={tmp_path}/o", *flags)
+        done = pipeline_cli(f"--input={SAMPLE_GLOB}", f"--model={TINY_MODEL}", f"--output={tmp_path}/o", *flags)
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         assert done.returncode == 2, done.stderr
         assert lines[-1].startswith(f"python -m pipeline.run: {expected}"), done.stderr

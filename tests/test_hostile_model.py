@@ -29,12 +29,13 @@ from elmo.config import ElmoConfig, OptionsError
 from elmo.embed import main as embed_main
 from elmo.errors import ConfigError, ModelFilesError
 from elmo.mix import apply_layer_choice
-from elmo.train import CheckpointError, plain_data, read_checkpoint
-from elmo.train import main as train_main
+from elmo.training.train import CheckpointError, plain_data, read_checkpoint
+from elmo.training.train import main as train_main
 from elmo.weights import WeightsFormatError
+from tests.model_files import TINY_MODEL
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "models" / "builtin-tiny"
+TINY = TINY_MODEL
 LINES = ["The cat sat .", "A bank by the river .", "Birds fly ."]
 
 
@@ -290,14 +291,16 @@ def test_interrupted_run_leaves_no_partial_output(tmp_path, monkeypatch, failure
 # -- 9. errors read like errors --------------------------------------------------------------------------------------
 
 
-def test_cli_errors_are_one_line_with_exit_2_and_debug_shows_the_traceback(tmp_path, model_dir):
+def test_cli_errors_are_one_line_with_exit_2_and_debug_shows_the_traceback(tmp_path, model_dir, capsys):
+    """In process (the module's entry point runs in tests/test_embed_cli.py): what ``main`` returns is the exit
+    status, and ``--debug`` lets the error through (a traceback, exit status 1, in a process)."""
     (model_dir / "options.json").write_text('{"lstm": {\n  "dim": 64\n')
-    result = _cli("elmo.embed", *_embed_args(tmp_path, model=model_dir))
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert embed_main(_embed_args(tmp_path, model=model_dir)) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("python -m elmo.embed: error: ")
     assert f"{model_dir / 'options.json'}: invalid JSON at line 3" in lines[0]
-    debug = _cli("elmo.embed", *_embed_args(tmp_path, model=model_dir), "--debug")
-    assert debug.returncode == 1 and "Traceback" in debug.stderr and "OptionsError" in debug.stderr
+    with pytest.raises(OptionsError, match="invalid JSON at line 3"):
+        embed_main([*_embed_args(tmp_path, model=model_dir), "--debug"])
 
 
 @pytest.mark.parametrize("device", ["cuda:99", "tpu", "garbage!", "meta"])
@@ -322,14 +325,15 @@ def test_missing_model_files_are_named(tmp_path, model_dir, capsys):
     assert f"weights file {model_dir / 'weights.hdf5'} does not exist" in capsys.readouterr().err
 
 
-def test_train_usage_errors_are_one_line(tmp_path):
-    result = _cli("elmo.train", "--train", "x.txt", "--device", "cpu")
+def test_train_usage_errors_are_one_line(tmp_path, capsys):
+    result = _cli("elmo.training.train", "--train", "x.txt", "--device", "cpu")
     assert result.returncode == 2 and result.stderr.strip() == (
-        "python -m elmo.train: error: --train and --vocab are required for training"
+        "python -m elmo.training.train: error: --train and --vocab are required for training"
     )
-    result = _cli("elmo.train", "--export-checkpoint", str(tmp_path / "none.pt"), "--export", str(tmp_path))
-    assert result.returncode == 2 and "checkpoint" in result.stderr and "does not exist" in result.stderr
-    assert "Traceback" not in result.stderr
+    # the rest in process: main's return value is the exit status
+    assert train_main(["--export-checkpoint", str(tmp_path / "none.pt"), "--export", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "checkpoint" in err and "does not exist" in err
 
 
 def test_run_cli_classifies_errors(capsys):

@@ -20,13 +20,15 @@ from apache_beam.pvalue import TaggedOutput
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from elmo.model_dir import default_model_dir
 from elmo.tokenize import Tokenizer, TokenizerConfig
 from tests.beam_testing import (
     REPO,
     restore_torch_threads,  # noqa: F401  (autouse fixture)
     run_job_summary,
 )
-from transforms.read import _ReadLinesFn, iter_lines, parse_line
+from tests.model_files import TINY_MODEL
+from transforms.read import ReadLinesFn, iter_lines, parse_line
 from transforms.records import DocumentError, RawLine
 
 V1 = Tokenizer(TokenizerConfig(version=1))
@@ -38,7 +40,7 @@ PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[Heal
 def read_shard(path: Path) -> tuple[list[RawLine], list[dict]]:
     """Runs the read DoFn on one shard, outside Beam: (raw lines, unreadable-shard error records)."""
     lines, errors = [], []
-    for out in _ReadLinesFn(str(path.parent) + "/", "auto", MAX_BYTES).process(str(path)):
+    for out in ReadLinesFn(str(path.parent) + "/", "auto", MAX_BYTES).process(str(path)):
         if isinstance(out, TaggedOutput):
             errors.append(out.value)
         else:
@@ -335,6 +337,6 @@ def test_versions_1_and_2_cut_english_identically():
 
 
 def test_the_shipped_models_use_version_2():
-    for model in ("elmo-en-small", "builtin-tiny"):
-        config = TokenizerConfig.from_json((REPO / "models" / model / "tokenizer.json").read_text())
+    for model in (default_model_dir(), TINY_MODEL):
+        config = TokenizerConfig.from_json((model / "tokenizer.json").read_text())
         assert config.version == 2

@@ -22,7 +22,7 @@ from pipeline.memory import (
     meminfo_available_bytes,
 )
 
-SMALL = {"output_dim": 256, "n_layers": 3, "dtype": "float32"}  # models/elmo-en-small
+SMALL = {"output_dim": 256, "n_layers": 3, "dtype": "float32"}  # elmo-en-small
 GB = 10**9
 MEMINFO = """MemTotal:       24684084 kB
 MemFree:        16902328 kB

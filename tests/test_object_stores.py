@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from tests.beam_testing import (
-    BUILTIN_MODEL,
     REPO,
     SAMPLE_GLOB,
+    TINY_MODEL,
     restore_torch_threads,  # noqa: F401  (autouse fixture)
     run_job_summary,
     sentence_vectors,
@@ -40,7 +40,7 @@ def stores(storage_servers, tmp_path_factory):  # noqa: F811
         shutil.copy(SAMPLE / name, local_in / name)
     for scheme, bucket in BUCKETS.items():
         upload_tree(local_in, f"{scheme}://{bucket}/in")
-        upload_tree(BUILTIN_MODEL, f"{scheme}://{bucket}/models/tiny", MODEL_FILES)
+        upload_tree(TINY_MODEL, f"{scheme}://{bucket}/models/tiny", MODEL_FILES)
     reference = run_job_summary(tmp_path_factory.mktemp("local-out"), "--run_id=local", input_glob=f"{local_in}/*")
     return {"servers": storage_servers, "reference": reference, "local_input": local_in}
 
@@ -104,7 +104,7 @@ def test_store_outage_mid_run_is_retried_and_nothing_is_lost(stores, scheme, tmp
         summary = _run_remote(scheme, "outage")
         seconds = time.monotonic() - started
     finally:
-        fired = not proxy._triggers
+        fired = not proxy.armed
         proxy.heal()
     failed = proxy.failed - before
     print(f"{scheme}: {failed} requests failed by the proxy; run took {seconds:.1f} s")
@@ -166,11 +166,14 @@ def test_killed_run_leaves_no_success_and_a_rerun_replaces_it(stores, tmp_path):
     job = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 180
-        while proxy._triggers and job.poll() is None and time.monotonic() < deadline:
+        while proxy.armed and job.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
         assert job.poll() is None, job.stderr.read().decode()[-3000:]
-        assert not proxy._triggers, "the job never wrote a shard"
-        time.sleep(1.0)
+        assert not proxy.armed, "the job never wrote a shard"
+        refused = proxy.refusals()
+        while proxy.refusals() == refused and job.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert job.poll() is None and proxy.refusals() > refused, "the job did not retry during the outage"
         job.kill()  # ... and the job is killed while it retries
         job.wait(30)
     finally:
@@ -195,7 +198,7 @@ def test_model_files_are_fetched_once_per_process_into_a_content_addressed_cache
 
     monkeypatch.setenv("ELMO_MODEL_CACHE", str(tmp_path / "cache"))
     url = f"gs://{BUCKETS['gs']}/models/cache-test"
-    upload_tree(BUILTIN_MODEL, url, MODEL_FILES)
+    upload_tree(TINY_MODEL, url, MODEL_FILES)
     start = model_cache.fetch_count()
     local = localize_directory(url, ("options.json", "weights.hdf5"))  # the pipeline's path (Beam filesystems)
     assert model_cache.fetch_count() == start + 2
@@ -203,12 +206,12 @@ def test_model_files_are_fetched_once_per_process_into_a_content_addressed_cache
         assert localize_directory(url, ("options.json", "weights.hdf5")) == local
     model = Elmo.from_directory(url)  # the elmo API's path (fsspec): same process, same files -> no fetch
     assert model_cache.fetch_count() == start + 2
-    assert model.fingerprint == Elmo.from_directory(BUILTIN_MODEL).fingerprint
+    assert model.fingerprint == Elmo.from_directory(TINY_MODEL).fingerprint
     assert Path(local).parent == tmp_path / "cache" / "content"
     model_cache._MEMO.clear()  # as a new process on the same machine: found through the index, not fetched
     assert localize_directory(url, ("options.json", "weights.hdf5")) == local
     assert model_cache.fetch_count() == start + 2
-    options = json.loads((BUILTIN_MODEL / "options.json").read_text())
+    options = json.loads((TINY_MODEL / "options.json").read_text())
     changed = tmp_path / "changed"
     changed.mkdir()
     (changed / "options.json").write_text(json.dumps(options, indent=4))  # same model, other bytes
@@ -244,7 +247,7 @@ def test_processes_sharing_the_model_cache_fetch_concurrently_without_corrupting
     (directory,) = directories
     assert sorted(p.name for p in (cache / "content").iterdir()) == [Path(directory).name]
     for name in ("options.json", "weights.hdf5"):
-        assert (Path(directory) / name).read_bytes() == (BUILTIN_MODEL / name).read_bytes()
+        assert (Path(directory) / name).read_bytes() == (TINY_MODEL / name).read_bytes()
     print(f"fetches per process: {[int(n) for _, n in results]}")
 
 
@@ -257,7 +260,7 @@ def test_elmo_api_and_embed_command_read_and_write_urls(stores, scheme, tmp_path
     bucket = BUCKETS[scheme]
     model_url = f"{scheme}://{bucket}/models/tiny"
     remote = Elmo.load(f"{model_url}/options.json", f"{model_url}/weights.hdf5")
-    local = Elmo.from_directory(BUILTIN_MODEL)
+    local = Elmo.from_directory(TINY_MODEL)
     assert remote.fingerprint == local.fingerprint == Elmo.from_directory(model_url).fingerprint
     lines = tmp_path / "sentences.txt"
     lines.write_text("The cat sat .\nA bank by the river .\n", encoding="utf-8")
@@ -281,7 +284,7 @@ def test_model_fetch_rides_out_a_short_outage(stores, scheme, tmp_path, monkeypa
 
     monkeypatch.setenv("ELMO_MODEL_CACHE", str(tmp_path / "cache"))
     url = f"{scheme}://{BUCKETS[scheme]}/models/outage-{scheme}"
-    upload_tree(BUILTIN_MODEL, url, MODEL_FILES)
+    upload_tree(TINY_MODEL, url, MODEL_FILES)
     proxy = stores["servers"][scheme].proxy
     before, ours = proxy.failed, retries.retries_done()
     proxy.fail_for(2.0)
@@ -291,7 +294,7 @@ def test_model_fetch_rides_out_a_short_outage(stores, scheme, tmp_path, monkeypa
         proxy.heal()
     print(f"{scheme}: {proxy.failed - before} requests failed, {retries.retries_done() - ours} retries of ours")
     assert proxy.failed > before
-    assert model.fingerprint == Elmo.from_directory(BUILTIN_MODEL).fingerprint
+    assert model.fingerprint == Elmo.from_directory(TINY_MODEL).fingerprint
 
 
 @pytest.mark.integration
@@ -347,8 +350,8 @@ def test_credentials_in_flags_are_refused_before_anything_runs():
 @pytest.mark.integration
 def test_training_reads_its_data_from_s3_and_exports_to_gs(stores, tmp_path):
     from elmo import Elmo
-    from elmo.train import main as train_main
-    from elmo.vocab import Vocabulary
+    from elmo.training.train import main as train_main
+    from elmo.training.vocab import Vocabulary
     from tests.conftest import golden_batches
     from tests.test_train import TINY_OPTIONS
 

@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.beam_testing import (
-    BUILTIN_MODEL,
     SAMPLE_DOCUMENTS,
     SAMPLE_GLOB,
+    TINY_MODEL,
     restore_torch_threads,  # noqa: F401  (autouse fixture)
     run_job,
     run_pipeline_sh,
@@ -181,7 +181,7 @@ def test_batch_invariant_mode_is_bit_identical_across_budgets_and_processes(tmp_
 def test_run_pipeline_sh_logs_no_warning(tmp_path):
     """``./run_pipeline.sh`` on the sample prints its summary and not one WARNING line (Beam 2.62 warned about our
     batching DoFn, Beam 2.77 about the ``resource`` module at every model load: transforms/beam_fixes.py)."""
-    proc = run_pipeline_sh(f"--model={BUILTIN_MODEL}", f"--output={tmp_path}")
+    proc = run_pipeline_sh(f"--model={TINY_MODEL}", f"--output={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "documents: 221 read = 221 embedded + 0 failed" in proc.stdout
     warnings = [line for line in (proc.stdout + proc.stderr).splitlines() if "WARNING" in line or "Warning" in line]

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
 
-from pipeline.options import EmbedOptions, option_names
+from elmo.model_dir import default_model_dir
+from pipeline.options import BUILTIN_MODEL, EmbedOptions, option_names
 from pipeline.plan import plan_run
 from pipeline.run import run
-from tests.beam_testing import BUILTIN_MODEL, SAMPLE_GLOB
+from tests.beam_testing import SAMPLE_GLOB, TINY_MODEL
 
 
 def _opts(*flags: str) -> EmbedOptions:
-    return PipelineOptions([f"--model={BUILTIN_MODEL}", *flags]).view_as(EmbedOptions)
+    return PipelineOptions([f"--model={TINY_MODEL}", *flags]).view_as(EmbedOptions)
+
+
+def test_the_default_model_is_the_packaged_one():
+    """--model's default is the model installed with the package (elmo.model_dir), wherever that is."""
+    assert Path(BUILTIN_MODEL).resolve() == default_model_dir().resolve()
+    assert PipelineOptions([]).view_as(EmbedOptions).model == BUILTIN_MODEL
 
 
 def test_help_lists_the_job_flags(capsys):
@@ -47,9 +56,10 @@ def test_plan_reads_the_model_and_names_the_run_by_its_settings(tmp_path):
         ([f"--input={SAMPLE_GLOB}", "--max_batch_tokens=0"], "at least 1"),
     ],
 )
-def test_bad_settings_fail_before_the_pipeline_starts(flags, message):
+def test_bad_settings_fail_before_the_pipeline_starts(flags, message, tmp_path):
     with pytest.raises(ValueError, match=message):
-        run([f"--model={BUILTIN_MODEL}", "--output=/tmp/never-written", *flags])
+        run([f"--model={TINY_MODEL}", f"--output={tmp_path}/never-written", *flags])
+    assert not (tmp_path / "never-written").exists()
 
 
 def test_output_is_not_taken_for_a_longer_beam_flag():

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,35 +15,19 @@ import numpy as np
 import pytest
 
 from tests.beam_testing import (
-    BUILTIN_MODEL,
     FLINK_SCRIPT,
     REPO,
     SAMPLE_GLOB,
+    TINY_MODEL,
     restore_torch_threads,  # noqa: F401  (autouse fixture)
     run_job,
     run_pipeline_sh,
     sentence_vectors,
+    source_runner_script,
 )
+from tests.storage_servers import free_port, wait_for_port
 
 SCRIPT = FLINK_SCRIPT
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, process: subprocess.Popen, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the job service exited with {process.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.3)
-    pytest.fail(f"nothing listened on 127.0.0.1:{port} within {seconds} s")
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +38,10 @@ def services(tmp_path_factory):
         **os.environ,
         "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),  # the pool starts a bare `python`
         "ELMO_PYTHON": sys.executable,
-        "FLINK_WORKER_POOL_PORT": str(_free_port()),
+        "FLINK_WORKER_POOL_PORT": str(free_port()),
         "NO_GCE_CHECK": "true",
     }
-    job_port = _free_port()
+    job_port = free_port()
     log = (tmp_path_factory.mktemp("job-service") / "job-service.log").open("w")
     job_service = subprocess.Popen(
         [sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main", f"--port={job_port}"],
@@ -67,7 +50,7 @@ def services(tmp_path_factory):
         stderr=subprocess.STDOUT,
     )
     try:
-        _wait_for_port(job_port, job_service, 60)
+        wait_for_port(job_port, timeout=60, process=job_service)
         pool = subprocess.run(
             [str(SCRIPT), "worker-pool", "start"], cwd=REPO, env=env, capture_output=True, text=True, check=False
         )
@@ -94,7 +77,7 @@ def test_run_pipeline_portable_equals_the_local_runner(services, tmp_path):
         f"--environment_config=127.0.0.1:{services['pool_port']}",
         f"--input={SAMPLE_GLOB}",
         f"--output={tmp_path / 'portable'}",
-        f"--model={BUILTIN_MODEL}",
+        f"--model={TINY_MODEL}",
         env=services["env"],
         timeout=600,
     )
@@ -113,7 +96,8 @@ def test_run_pipeline_portable_equals_the_local_runner(services, tmp_path):
 
 
 def test_run_pipeline_portable_starts_nothing_without_an_endpoint():
-    proc = run_pipeline_sh("portable", "--environment_type=LOOPBACK")
-    assert proc.returncode == 2 and "--job_endpoint=HOST:PORT is required" in proc.stderr
-    proc = run_pipeline_sh("portable", "--job_endpoint=127.0.0.1:1")
-    assert proc.returncode == 2 and "--environment_type is required" in proc.stderr
+    """The runner script run_pipeline.sh sources for ``portable`` stops with status 2 and the reason."""
+    proc = source_runner_script("portable", "--environment_type=LOOPBACK")
+    assert proc.returncode == 2 and "--job_endpoint=HOST:PORT is required" in proc.stderr and not proc.stdout
+    proc = source_runner_script("portable", "--job_endpoint=127.0.0.1:1")
+    assert proc.returncode == 2 and "--environment_type is required" in proc.stderr and not proc.stdout

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pytest
 
 from elmo.cli import run_cli
+from elmo.model_dir import default_model_dir
 from search import (
     EmptyQueryError,
     IndexModelError,
@@ -31,13 +32,11 @@ from tests.beam_testing import (
     REPO,
     restore_torch_threads,  # noqa: F401  (autouse fixture)
     run_job,
-    run_job_summary,
     sentence_vectors,
 )
-from tests.test_nightly import day1_corpus, day2_corpus
 
 SENSES = REPO / "tests" / "fixtures" / "senses" / "senses.jsonl"
-ENGLISH = REPO / "models" / "elmo-en-small"
+ENGLISH = default_model_dir()
 # Measured with elmo-en-small, layers=average, centred cosine (docs/search.md): bank 0.69, bat 0.75, spring 0.39
 # vs sense shares 0.48 / 0.48 / 0.30. For plant, bass and crane the model's contextual vectors do not separate the
 # senses (at chance with every layer and with sentence vectors too; MODEL_CARD.md's polysemy check finds the same
@@ -146,22 +145,9 @@ def test_ann_index_from_the_threshold_on(sample, tmp_path):
     assert np.mean(hits) >= 0.9  # approximate, re-ranked with the full vectors
 
 
-@pytest.fixture(scope="module")
-def nightly(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("search-nightly")
-    day1 = day1_corpus(root / "day1")
-    day2 = root / "day2"
-    day2_corpus(day1, day2)
-    out = root / "out"
-    one = run_job_summary(out, "--run_date=2026-11-01", "--token_vectors", input_glob=f"{day1}/*")
-    flags = ("--run_date=2026-11-02", "--previous_run=latest", "--token_vectors")
-    two = run_job_summary(out, *flags, input_glob=f"{day2}/*")
-    return {"root": root, "day1": one["run_dir"], "day2": two["run_dir"], "out": out}
-
-
-def test_a_nightly_run_updates_the_index_to_equal_a_fresh_build(nightly):
-    root = nightly["root"]
-    incremental, fresh = root / "incremental", root / "fresh"
+def test_a_nightly_run_updates_the_index_to_equal_a_fresh_build(nightly_runs, tmp_path):
+    nightly = {k: nightly_runs[k]["run_dir"] for k in ("day1", "day2")}
+    incremental, fresh = tmp_path / "incremental", tmp_path / "fresh"
     first = apply_run(nightly["day1"], str(incremental))
     second = apply_run(nightly["day2"], str(incremental))
     assert first["mode"] == "build" and second["mode"] == "update"
@@ -184,8 +170,9 @@ def test_a_nightly_run_updates_the_index_to_equal_a_fresh_build(nightly):
     assert versions == {name: db.open_table(name).version for name in versions}
 
 
-def test_the_latest_pointer_and_a_run_of_another_model(nightly, senses, tmp_path):
-    assert apply_run(str(nightly["out"]), str(tmp_path / "i"))["run"] == nightly["day2"]  # LATEST
+def test_the_latest_pointer_and_a_run_of_another_model(nightly_runs, senses, tmp_path):
+    latest = apply_run(str(nightly_runs["out"]), str(tmp_path / "i"))["run"]
+    assert latest == nightly_runs["day2"]["run_dir"]  # LATEST
     with pytest.raises(IndexModelError, match=r"has model \w+, the index holds model"):
         apply_run(senses["run_dir"], str(tmp_path / "i"))
     assert apply_run(senses["run_dir"], str(tmp_path / "i"), rebuild=True)["mode"] == "build"
@@ -215,7 +202,7 @@ def test_word_in_context_ranks_the_same_sense_first(senses, word):
 def test_the_senses_are_not_used_elsewhere():
     """The sense set is this test's own: no sentence of it appears in the project's other data or code."""
     texts = [json.loads(line)["text"] for line in SENSES.read_text().splitlines()]
-    folders = ("sample_data", "elmo", "corpus", "tests", "docs", "bench", "models", "pipeline", "transforms")
+    folders = ("sample_data", "elmo", "corpus", "tests", "docs", "bench", "pipeline", "transforms")
     others = [p for d in folders for p in (REPO / d).rglob("*") if p.is_file()]
     others = [p for p in others if p.suffix in (".txt", ".jsonl", ".py", ".md", ".json") and p != SENSES]
     for path in others:

@@ -13,8 +13,8 @@ import torch
 
 from elmo import Elmo
 from elmo.chars import batch_to_ids
-from elmo.train import main as train_main
-from elmo.vocab import Vocabulary
+from elmo.training.train import main as train_main
+from elmo.training.vocab import Vocabulary
 from tests.conftest import GOLDEN
 
 TINY_OPTIONS = {
@@ -104,7 +104,7 @@ def test_full_softmax_and_adagrad_recipe_train(tiny_corpus, tmp_path):
 
 
 def test_export_loads_back_with_identical_outputs(tiny_corpus, tmp_path):
-    from elmo.lm_model import TrainableBiLm
+    from elmo.training.model import TrainableBiLm
 
     _train(tiny_corpus, tmp_path / "run", 10)
     assert (
@@ -165,7 +165,7 @@ def test_two_process_ddp_on_cpu(tiny_corpus, tmp_path):
         "--standalone",
         "--nproc_per_node=2",
         "-m",
-        "elmo.train",
+        "elmo.training.train",
         "--train",
         str(tiny_corpus / "train-*.txt"),
         "--vocab",

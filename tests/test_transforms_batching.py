@@ -11,6 +11,7 @@ import apache_beam as beam
 import pytest
 
 from tests.beam_testing import local_pipeline
+from tests.model_files import TINY_MODEL
 from transforms.embed import sort_and_batch
 from transforms.model_handler import ElmoModelHandler, window_tokens
 
@@ -56,19 +57,19 @@ def test_the_budget_is_inclusive_and_an_element_over_it_goes_alone():
 
 def test_bad_budgets_are_rejected():
     with pytest.raises(ValueError, match="must be >= 1"):
-        ElmoModelHandler("models/builtin-tiny", max_batch_tokens=0)
+        ElmoModelHandler(str(TINY_MODEL), max_batch_tokens=0)
     with pytest.raises(ValueError, match="must be >= 1"):
-        ElmoModelHandler("models/builtin-tiny", max_batch_windows=0)
+        ElmoModelHandler(str(TINY_MODEL), max_batch_windows=0)
 
 
 def test_the_handler_hands_its_budget_and_sharing_to_beam():
-    handler = ElmoModelHandler("models/builtin-tiny", max_batch_tokens=97, max_batch_windows=5)
+    handler = ElmoModelHandler(str(TINY_MODEL), max_batch_tokens=97, max_batch_windows=5)
     assert handler.batch_elements_kwargs() == {
         "max_batch_size": 5,
         "max_batch_weight": 97,
         "element_size_fn": window_tokens,
     }
     assert not handler.share_model_across_processes() and handler.model_copies() == 1
-    shared = ElmoModelHandler("models/builtin-tiny", model_copies=2)
+    shared = ElmoModelHandler(str(TINY_MODEL), model_copies=2)
     assert shared.share_model_across_processes() and shared.model_copies() == 2
-    assert ElmoModelHandler("models/builtin-tiny", large_model=True).share_model_across_processes()
+    assert ElmoModelHandler(str(TINY_MODEL), large_model=True).share_model_across_processes()

@@ -11,7 +11,7 @@ from elmo import Elmo
 from elmo.tokenize import Tokenizer
 from elmo.windows import window_owners
 from tests.beam_testing import (
-    BUILTIN_MODEL,
+    TINY_MODEL,
     local_pipeline,
     restore_torch_threads,  # noqa: F401  (autouse fixture)
 )
@@ -31,11 +31,11 @@ WINDOWS = [
 
 @pytest.fixture(scope="module")
 def model() -> Elmo:
-    return Elmo.from_directory(BUILTIN_MODEL)
+    return Elmo.from_directory(TINY_MODEL)
 
 
 def test_handler_pads_a_ragged_batch_and_matches_elmo_embed(model):
-    handler = ElmoModelHandler(str(BUILTIN_MODEL), layers="all", device="cpu", expected_fingerprint=model.fingerprint)
+    handler = ElmoModelHandler(str(TINY_MODEL), layers="all", device="cpu", expected_fingerprint=model.fingerprint)
     loaded = handler.load_model()
     out = list(handler.run_inference(WINDOWS, loaded))
     assert [(o.doc_id, o.sentence_index) for o in out] == [(w.doc_id, w.sentence_index) for w in WINDOWS]
@@ -48,7 +48,7 @@ def test_handler_pads_a_ragged_batch_and_matches_elmo_embed(model):
 
 
 def test_handler_refuses_another_model():
-    handler = ElmoModelHandler(str(BUILTIN_MODEL), device="cpu", expected_fingerprint="0000000000000000")
+    handler = ElmoModelHandler(str(TINY_MODEL), device="cpu", expected_fingerprint="0000000000000000")
     with pytest.raises(RuntimeError, match="fingerprint"):
         handler.load_model()
 
@@ -67,7 +67,7 @@ def test_embed_windows_any_batch_budget_gives_the_same_vectors(model, budget):
             assert vectors.shape == expected[key].shape
             assert np.abs(vectors - expected[key]).max() <= 1e-5, key
 
-    handler = ElmoModelHandler(str(BUILTIN_MODEL), layers="top", device="cpu", max_batch_tokens=budget)
+    handler = ElmoModelHandler(str(TINY_MODEL), layers="top", device="cpu", max_batch_tokens=budget)
     with local_pipeline() as p:
         vectors, failed = p | beam.Create(WINDOWS) | EmbedWindows(handler)
         assert_that(_keyed(vectors), check)
@@ -85,7 +85,7 @@ class _ExplodingHandler(ElmoModelHandler):
 
 def test_failed_batches_are_dead_lettered_window_by_window():
     windows = [*WINDOWS, SentenceWindow("c", 0, 0, ("BOOM", "here"))]
-    handler = _ExplodingHandler(str(BUILTIN_MODEL), device="cpu", max_batch_tokens=2)  # "c" batched alone
+    handler = _ExplodingHandler(str(TINY_MODEL), device="cpu", max_batch_tokens=2)  # "c" batched alone
     with local_pipeline() as p:
         vectors, failed = p | beam.Create(windows) | EmbedWindows(handler)
         assert_that(

@@ -166,11 +166,10 @@ class ElmoModelHandler(ModelHandler[SentenceWindow, WindowVectors, Elmo]):
         self._batches.inc()
         self._batch_slots.inc(slots)
         self._padding_slots.inc(slots - sum(lengths))
-        if model.bilm.token_cache is not None:
-            counts = model.bilm.token_cache.take_counts()  # since the last batch of any thread of this process
-            self._cache_hits.inc(counts.hits)
-            self._cache_misses.inc(counts.misses)
-            self._cache_evictions.inc(counts.evictions)
+        counts = model.take_cache_counts()  # a method call: also works on a model shared across processes
+        self._cache_hits.inc(counts.hits)
+        self._cache_misses.inc(counts.misses)
+        self._cache_evictions.inc(counts.evictions)
         _PROGRESS.add(len(batch), sum(lengths), slots)
         return [
             WindowVectors(w.doc_id, w.sentence_index, w.window_index, vectors)

@@ -148,7 +148,7 @@ def _finish(parts: list[bytes], size: int, max_bytes: int) -> tuple[bytes | None
     return line, len(line)
 
 
-class _ReadLinesFn(beam.DoFn):
+class ReadLinesFn(beam.DoFn):
     """shard path -> RawLine per non-blank line; an unreadable shard -> tagged ``unreadable`` error record.
 
     A line is emitted once its line break is read, and the last line (without one) only once the shard's end is
@@ -268,7 +268,7 @@ class ReadDocuments(beam.PTransform):
             | "ListShards" >> beam.Create(self._files)
             | "SpreadShards" >> beam.Reshuffle()
             | "ReadLines"
-            >> beam.ParDo(_ReadLinesFn(self._root, self._format, self._max_bytes)).with_outputs(
+            >> beam.ParDo(ReadLinesFn(self._root, self._format, self._max_bytes)).with_outputs(
                 "unreadable", main="lines"
             )
         )

@@ -1,10 +1,11 @@
-"""``python -m elmo.train``: train a biLM (Peters et al. 2018) and export it in the official layout.
+"""``python -m elmo.training.train``: train a biLM (Peters et al. 2018) and export it in the official layout.
 
 Objective: forward and backward LMs over the shared char-CNN token encoder, jointly minimising the mean of both
 negative log likelihoods with one softmax shared across directions (bilm-tf). Recipe (bilm-tf, ``--recipe
 bilm-tf``): sampled softmax, dropout 0.1, Adagrad lr 0.2, global-norm gradient clipping at 10, windows of 20
 unrolled steps with the LSTM state carried between windows. Documented deviations: fused unclipped LSTMs (see
-``elmo.lm_model``) and, by default, Adam (``--optimizer adam``), which converges faster on short CPU budgets.
+``elmo.training.model``) and, by default, Adam (``--optimizer adam``), which converges faster on short CPU
+budgets.
 
 Resume is exact: every step re-seeds the RNG from (seed, step), the data window is a function of the step, and
 checkpoints hold the model, optimizer, carried LSTM state and step, so a resumed run's loss curve equals an
@@ -12,8 +13,8 @@ uninterrupted one. Checkpoints hold plain data only (tensors, dicts, lists, numb
 torch's safe ``weights_only`` unpickler: a checkpoint that would need unsafe unpickling (it could run code) is
 refused with ``CheckpointError``, never loaded.
 
-Multi-GPU: ``torchrun --nproc_per_node=N -m elmo.train ...`` (DDP; each rank reads its own lanes of the stream).
-On CPU a single process (DDP with gloo works too, for tests).
+Multi-GPU: ``torchrun --nproc_per_node=N -m elmo.training.train ...`` (DDP; each rank reads its own lanes of the
+stream). On CPU a single process (DDP with gloo works too, for tests).
 """
 
 from __future__ import annotations
@@ -40,13 +41,13 @@ from elmo.api import validate_device
 from elmo.cli import add_debug_flag, run_cli
 from elmo.config import CharCNNConfig, ElmoConfig, LSTMConfig
 from elmo.errors import ConfigError, UsageError
-from elmo.lm_data import PackedCorpus, WindowBatcher, read_sentences
-from elmo.lm_model import TrainableBiLm, export_bilm
 from elmo.retries import configure_client_retries
-from elmo.vocab import Vocabulary
+from elmo.training.data import PackedCorpus, WindowBatcher, read_sentences
+from elmo.training.model import TrainableBiLm, export_bilm
+from elmo.training.vocab import Vocabulary
 from elmo.weights import save_weights
 
-PROG = "python -m elmo.train"
+PROG = "python -m elmo.training.train"
 CHECKPOINT_KEYS = ("config", "state_dict", "optimizer", "step", "lstm_state", "history")
 
 
@@ -371,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Command-line flags (each maps to a ``TrainConfig`` field)."""
     parser = argparse.ArgumentParser(
         allow_abbrev=False,
-        prog="python -m elmo.train",
+        prog=PROG,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

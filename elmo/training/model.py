@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from elmo.config import ElmoConfig
 from elmo.errors import ConfigError
-from elmo.model import FORGET_BIAS, BiLm, CharEncoder
+from elmo.model import FORGET_BIAS, BiLm, CharEncoder, encode_distinct_tokens, zero_state_tensors
 
 # nn.LSTM with proj_size runs its generic (non-oneDNN) kernel on CPU; the warning says only that.
 warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
@@ -80,18 +80,11 @@ class TrainableBiLm(nn.Module):
 
     def zero_state(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """h (2, L, B, P) and c (2, L, B, D), zeros."""
-        lstm = self.config.lstm
-        w = self.softmax_weight
-        return (
-            w.new_zeros(2, lstm.n_layers, batch_size, lstm.projection_dim),
-            w.new_zeros(2, lstm.n_layers, batch_size, lstm.dim),
-        )
+        return zero_state_tensors(self.config, self.softmax_weight, batch_size)
 
     def encode_tokens(self, chars: torch.Tensor) -> torch.Tensor:
         """chars (B, W, C) -> token representations (B, W, P), each distinct token encoded once."""
-        batch, steps, width = chars.shape
-        unique, inverse = torch.unique(chars.reshape(-1, width), dim=0, return_inverse=True)
-        return self.char_encoder(unique)[inverse].view(batch, steps, -1)
+        return encode_distinct_tokens(self.char_encoder, chars)
 
     def run_direction(
         self, direction: int, chars: torch.Tensor, h: torch.Tensor, c: torch.Tensor

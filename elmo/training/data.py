@@ -16,7 +16,7 @@ import fsspec
 import numpy as np
 
 from elmo.chars import BOS_TOKEN, EOS_TOKEN, token_to_ids
-from elmo.vocab import Vocabulary
+from elmo.training.vocab import Vocabulary
 
 
 def read_sentences(pattern: str) -> Iterator[list[str]]:
