@@ -16,7 +16,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from elmo.tokenize import Tokenizer
 from tests.beam_testing import (
-    BUILTIN_MODEL,
+    TINY_MODEL,
     local_pipeline,
     restore_torch_threads,  # noqa: F401  (autouse fixture)
     run_job,
@@ -104,13 +104,13 @@ def test_every_grouping_holds_one_sentence_whatever_the_document_size(monkeypatc
     monkeypatch.setattr(assemble._AssembleSentenceFn, "process", _probed_process)
     monkeypatch.setattr(assemble, "_released", _probed_released)
     monkeypatch.setattr(assemble._DocumentVerdictFn, "add_input", _probed_add_input)
-    tokenizer = Tokenizer.from_json((BUILTIN_MODEL / "tokenizer.json").read_text())
+    tokenizer = Tokenizer.from_json((TINY_MODEL / "tokenizer.json").read_text())
     docs = [
         tokenize_document(Document("big", _sentences("Big", 400), "s.txt", 1), tokenizer, 8, 2),
         tokenize_document(Document("long", " ".join(["w"] * 30) + ". And then.", "s.txt", 2), tokenizer, 8, 2),
         tokenize_document(Document("failed", _sentences("Lost", 50), "s.txt", 3), tokenizer, 8, 2),
     ]
-    handler = ElmoModelHandler(str(BUILTIN_MODEL), layers="top", device="cpu")
+    handler = ElmoModelHandler(str(TINY_MODEL), layers="top", device="cpu")
     vectors = [v for v in _embedded(handler, docs) if not (v.doc_id == "failed" and v.sentence_index == 7)]
     windows_of_long = len(docs[1].windows[0])
     assert windows_of_long > 1
@@ -156,14 +156,14 @@ class _ExplodingHandler(ElmoModelHandler):
 
 @pytest.mark.parametrize("with_token_vectors", [False, True])
 def test_a_document_with_one_failed_window_is_dead_lettered_whole_and_its_siblings_are_embedded(with_token_vectors):
-    tokenizer = Tokenizer.from_json((BUILTIN_MODEL / "tokenizer.json").read_text())
+    tokenizer = Tokenizer.from_json((TINY_MODEL / "tokenizer.json").read_text())
     texts = {
         "before": "A sibling before it. With two sentences.",
         "mixed": _sentences("Fine", 20) + " Then BOOM goes one. " + _sentences("Also fine", 20),
         "after": "A sibling after it.",
     }
     docs = [tokenize_document(Document(i, t, "s.txt", n), tokenizer, 8, 2) for n, (i, t) in enumerate(texts.items())]
-    handler = _ExplodingHandler(str(BUILTIN_MODEL), layers="average", device="cpu", max_batch_tokens=2)  # 1 window
+    handler = _ExplodingHandler(str(TINY_MODEL), layers="average", device="cpu", max_batch_tokens=2)  # 1 window
     with local_pipeline() as p:
         tokenized = p | beam.Create(docs)
         vectors, failed = tokenized | WindowsOf() | EmbedWindows(handler)
@@ -202,9 +202,9 @@ def test_a_document_with_one_failed_window_is_dead_lettered_whole_and_its_siblin
 
 
 def test_carried_sentences_take_their_stored_vectors_next_to_embedded_ones():
-    tokenizer = Tokenizer.from_json((BUILTIN_MODEL / "tokenizer.json").read_text())
+    tokenizer = Tokenizer.from_json((TINY_MODEL / "tokenizer.json").read_text())
     doc = tokenize_document(Document("d", "Kept from yesterday. New today.", "s.txt", 1), tokenizer, 8, 2)
-    handler = ElmoModelHandler(str(BUILTIN_MODEL), layers="all", device="cpu")
+    handler = ElmoModelHandler(str(TINY_MODEL), layers="all", device="cpu")
     fresh = [v for v in _embedded(handler, [doc]) if v.sentence_index == 1]
     n0 = doc.sentence_tokens[0][1] - doc.sentence_tokens[0][0]
     stored_tokens = np.arange(n0 * 3 * 32, dtype=np.float16).reshape(n0, 3, 32)  # as stored: (T, L+1, W)
