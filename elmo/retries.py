@@ -22,6 +22,8 @@ BUDGET_ENV = "ELMO_STORAGE_RETRY_BUDGET_S"
 RETRY_BUDGET_S = 60.0
 RETRY_INITIAL_S = 0.5
 RETRY_MAX_S = 8.0
+GCS_CONNECT_TIMEOUT_S = 30.0
+GCS_READ_TIMEOUT_S = 120.0  # longest silence on a gs:// socket before gcsfs drops and retries the request
 # The storage clients' retry settings, through their standard environment variables: botocore's ``standard`` retry
 # mode with 10 attempts (503/500/throttling and dropped connections, exponential backoff with jitter) for Beam's
 # and s3fs's S3 clients; gcsfs's old gRPC probe off. google-cloud-storage (Beam's ``gs://``) already retries
@@ -42,6 +44,23 @@ def configure_client_retries() -> None:
     """
     for name, value in CLIENT_RETRY_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    _bound_gcsfs_requests()
+
+
+def _bound_gcsfs_requests() -> None:
+    """gcsfs waits forever for a stalled connection by default (``requests_timeout=None``): a server that stops
+    answering mid-request hung a run. A socket that connects in no more than ``GCS_CONNECT_TIMEOUT_S`` and never
+    sits silent for ``GCS_READ_TIMEOUT_S`` makes a stall an error that gcsfs retries (its retry covers aiohttp's
+    client errors), without limiting how long a large download may take. Set as fsspec's default for ``gs``/``gcs``
+    filesystems made afterwards, unless the user configured ``requests_timeout`` there."""
+    try:
+        import aiohttp
+        import fsspec.config
+    except ImportError:  # no gcsfs stack installed: nothing to bound
+        return
+    timeout = aiohttp.ClientTimeout(sock_connect=GCS_CONNECT_TIMEOUT_S, sock_read=GCS_READ_TIMEOUT_S)
+    for protocol in ("gs", "gcs"):
+        fsspec.config.conf.setdefault(protocol, {}).setdefault("requests_timeout", timeout)
 
 
 class StorageError(OSError):

@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 HOST = "127.0.0.1"
+CONNECT_TIMEOUT_S = 10  # the proxy gives up on a server that does not accept (the emulator listens with a backlog of 5)
 SERVICE_UNAVAILABLE = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 _REQUEST_LINE = re.compile(rb"^(GET|PUT|POST|HEAD|DELETE|PATCH) (\S+) HTTP/1\.[01]\r\n")
 
@@ -136,8 +137,9 @@ class FaultProxy:
             self._refuse(client)
             return
         try:
-            upstream = socket.create_connection((HOST, self.target_port))
-        except OSError:  # the server is down: the client sees its connection dropped
+            upstream = socket.create_connection((HOST, self.target_port), timeout=CONNECT_TIMEOUT_S)
+            upstream.settimeout(None)
+        except OSError:  # the server is down (or not accepting): the client sees its connection dropped
             self._event("server down: connection dropped")
             with self._lock:
                 self.failed += 1

@@ -73,3 +73,18 @@ def test_client_retry_defaults_are_set_explicitly_and_never_override_the_user():
     )
     assert _run(code, clear=CLIENT_RETRY_DEFAULTS).stdout.split() == ["standard", "10", "false"]
     assert _run(code, clear=CLIENT_RETRY_DEFAULTS, AWS_MAX_ATTEMPTS="2").stdout.split() == ["standard", "2", "false"]
+
+
+def test_gcs_requests_are_bounded_unless_the_user_set_a_timeout(monkeypatch):
+    import fsspec
+    import fsspec.config
+
+    from elmo.retries import GCS_READ_TIMEOUT_S, configure_client_retries
+
+    monkeypatch.setattr(fsspec.config, "conf", {})
+    configure_client_retries()
+    fs = fsspec.filesystem("gs", token="anon", skip_instance_cache=True)
+    assert fs.requests_timeout.sock_read == GCS_READ_TIMEOUT_S and fs.requests_timeout.total is None
+    monkeypatch.setattr(fsspec.config, "conf", {"gs": {"requests_timeout": 5}})
+    configure_client_retries()
+    assert fsspec.config.conf["gs"]["requests_timeout"] == 5  # the user's setting wins
