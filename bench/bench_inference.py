@@ -177,16 +177,19 @@ def write_random_model(name: str, directory: Path, seed: int = 0, std: float = R
 
 def fixture_model(directory: Path) -> Model:
     """The golden fixture's tiny model (real trained weights), copied with its LSTM biases on the 2^-20 grid."""
-    options, weights = directory / "tiny.options.json", directory / "tiny.weights.hdf5"
-    options.write_text((FIXTURE / "options.json").read_text(encoding="utf-8"), encoding="utf-8")
+    return grid_copy("tiny", FIXTURE / "options.json", FIXTURE / "lm_weights.hdf5", directory)
+
+
+def grid_copy(name: str, options_source: Path, weights_source: Path, directory: Path) -> Model:
+    """A copy of a trained model's files in ``directory``, its LSTM biases rounded to the 2^-20 grid."""
+    options, weights = directory / f"{name}.options.json", directory / f"{name}.weights.hdf5"
+    options.write_text(options_source.read_text(encoding="utf-8"), encoding="utf-8")
     params = 0
-    with h5py.File(FIXTURE / "lm_weights.hdf5", "r") as source, h5py.File(weights, "w") as target:
-        for name, values in _datasets(source):
-            if _is_lstm_bias(name):
-                values = _on_bias_grid(values)
-            target[name] = values
+    with h5py.File(weights_source, "r") as source, h5py.File(weights, "w") as target:
+        for dataset, values in _datasets(source):
+            target[dataset] = _on_bias_grid(values) if _is_lstm_bias(dataset) else values
             params += values.size
-    return Model("tiny", options, weights, params)
+    return Model(name, options, weights, params)
 
 
 def _datasets(f: h5py.File) -> list[tuple[str, np.ndarray]]:

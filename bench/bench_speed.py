@@ -39,7 +39,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
@@ -48,11 +47,9 @@ from bench.bench_inference import (
     DEFAULT_REFERENCE_PYTHON,
     REPO,
     Model,
-    _datasets,
-    _is_lstm_bias,
-    _on_bias_grid,
     describe_machine,
     fixture_model,
+    grid_copy,
     max_abs_diff,
     write_random_model,
 )
@@ -81,14 +78,7 @@ class Run:
 
 def builtin_model(directory: Path) -> Model:
     """The built-in model, copied with its LSTM biases on the 2^-20 grid (so float64 runs compare exactly)."""
-    options, weights = directory / "builtin.options.json", directory / "builtin.weights.hdf5"
-    options.write_text((BUILTIN / "options.json").read_text(encoding="utf-8"), encoding="utf-8")
-    params = 0
-    with h5py.File(BUILTIN / "weights.hdf5", "r") as source, h5py.File(weights, "w") as target:
-        for name, values in _datasets(source):
-            target[name] = _on_bias_grid(values) if _is_lstm_bias(name) else values
-            params += values.size
-    return Model("builtin", options, weights, params)
+    return grid_copy("builtin", BUILTIN / "options.json", BUILTIN / "weights.hdf5", directory)
 
 
 def english_sentences(n: int, max_tokens: int) -> list[list[str]]:

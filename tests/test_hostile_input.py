@@ -269,6 +269,8 @@ def test_the_model_commands_take_no_abbreviated_flags(module):
         (["--num_shards=0"], "--num_shards=0: must be at least 1"),
         (["--model_copies=0"], "--model_copies=0: must be at least 1"),
         (["--torch_threads=-1"], "--torch_threads=-1"),
+        (["--token_cache_size=-1"], "--token_cache_size=-1: must be 0"),
+        (["--bf16", "--device=cpu"], "--bf16: this CPU has"),
         (["--layers=nan,0,0"], "nan"),
         (["--layers=1e309,0,0"], "1e309|inf"),
         (["--layers=1,1,1;gamma=nan"], "gamma"),
