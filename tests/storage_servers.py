@@ -97,11 +97,14 @@ class FaultProxy:
     def failing(self) -> bool:
         return time.monotonic() < self._fail_until
 
-    def fail_for(self, seconds: float) -> None:
-        """From now on, for ``seconds``: open connections are dropped and every request is answered 503."""
+    def fail_for(self, seconds: float, drop_open: bool = True) -> None:
+        """From now on, for ``seconds``: open connections are dropped and every request is answered 503.
+        ``drop_open=False`` leaves open connections be (their next request gets the 503), as for a connection that
+        the proxy accepted just as the outage began."""
         with self._lock:
             self._fail_until = time.monotonic() + seconds
-        self._drop_open()
+        if drop_open:
+            self._drop_open()
 
     def fail_when(self, pattern: str, seconds: float, action=None) -> None:
         """At the first request whose request line matches ``pattern`` (regex): drops it and starts
@@ -118,11 +121,7 @@ class FaultProxy:
         with self._lock:
             sockets, self._open = list(self._open), set()
         for s in sockets:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
+            _close(s)
 
     def _accept(self) -> None:
         while not self._stopped:
@@ -194,14 +193,26 @@ class FaultProxy:
         except OSError:
             pass
         finally:
-            for s in (src, dst):
-                try:
-                    s.close()
-                except OSError:
-                    pass
+            _close(src)
+            _close(dst)
             with self._lock:
                 self._open.discard(src)
                 self._open.discard(dst)
+
+
+def _close(s: socket.socket) -> None:
+    """Shuts a socket down, then closes it. ``close()`` alone does not reach the peer while the other pipe thread
+    is blocked in ``recv`` on it (Linux keeps the socket open until that call returns): the single-threaded GCS
+    emulator then waits for ever for a request on that connection and serves no one else (a CI run lost every later
+    gs:// test that way)."""
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
+        s.close()
+    except OSError:
+        pass
 
 
 class StorageServer:
@@ -259,10 +270,20 @@ class StorageServer:
             self.log.close()
 
 
+EMULATOR_IDLE_TIMEOUT_S = 30
+# gcp-storage-emulator serves one connection at a time (http.server.HTTPServer) and waits for a request without a
+# time limit; the handler timeout makes a connection that never sends one cost it 30 s, not the rest of the run.
+_GCS_EMULATOR_MAIN = (
+    "import socketserver, sys; "
+    f"socketserver.StreamRequestHandler.timeout = {EMULATOR_IDLE_TIMEOUT_S}; "
+    "from gcp_storage_emulator.__main__ import main; sys.exit(main())"
+)
+
+
 def gcs_server(workdir: Path) -> StorageServer:
     """gcp-storage-emulator, keeping its objects on disk under ``workdir`` (it survives a restart)."""
-    exe = str(Path(sys.executable).with_name("gcp-storage-emulator"))
-    return StorageServer("gcs", [exe, "start", "--host={host}", "--port={port}", "-q"], workdir)
+    argv = [sys.executable, "-c", _GCS_EMULATOR_MAIN, "start", "--host={host}", "--port={port}", "-q"]
+    return StorageServer("gcs", argv, workdir)
 
 
 FAKE_GCS_MODULE = "github.com/fsouza/fake-gcs-server@v1.56.1"

@@ -83,6 +83,37 @@ def test_pipeline_reads_model_and_inputs_and_writes_outputs_on_the_store(stores,
     _same_as_reference(summary, stores["reference"], tmp_path)
 
 
+def _first_bytes_of_a_request(port: int, timeout: float, connection=None) -> bytes:
+    """Sends a bucket listing on ``connection`` (or a new one to ``port``); returns the first bytes of the answer."""
+    import socket
+
+    conn = connection or socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    with conn:
+        conn.settimeout(timeout)
+        conn.sendall(b"GET /storage/v1/b HTTP/1.1\r\nHost: test\r\n\r\n")
+        return conn.recv(64)
+
+
+@pytest.mark.integration
+def test_a_request_refused_on_an_open_connection_leaves_the_gcs_emulator_serving(stores):
+    """The fault proxy's own health: a connection it accepted just before an outage gets its request answered 503,
+    and the single-threaded emulator behind it (connected, waiting for that request) is released at once, not left
+    waiting for ever with every later gs:// test failing (as in one CI run)."""
+    import socket
+
+    proxy = stores["servers"]["gs"].proxy
+    assert _first_bytes_of_a_request(proxy.port, 5).startswith(b"HTTP/1.0 200")
+    waiting = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+    time.sleep(0.5)  # the proxy has connected it to the emulator
+    proxy.fail_for(1.0, drop_open=False)
+    try:
+        assert _first_bytes_of_a_request(proxy.port, 5, waiting).startswith(b"HTTP/1.1 503")
+        time.sleep(1.2)
+    finally:
+        proxy.heal()
+    assert _first_bytes_of_a_request(proxy.port, 5).startswith(b"HTTP/1.0 200")  # within 5 s, not the 30 s backstop
+
+
 # the first download of input data, then the first staged output shard (Beam writes beam-temp-* files first)
 # GCS media downloads: Beam 2.62 built the URL from the object name (``o/in%2F...``); Beam 2.77 follows the
 # ``mediaLink`` the server lists, which the emulator writes with a plain slash (``o/in/...``).
