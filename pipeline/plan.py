@@ -58,6 +58,7 @@ class RunPlan:
     settings_digest: str  # hash of vector_settings
     previous: PreviousRun | None  # --previous_run, checked
     run_date: str | None
+    num_shards: int  # files per output kind; 0: one per bundle (the runner's count)
 
     def manifest_base(self, opts: EmbedOptions, runner: str | None) -> dict[str, Any]:
         """The manifest without its counts and outputs."""
@@ -82,6 +83,7 @@ class RunPlan:
                 "vector_settings_digest": self.settings_digest,
             },
             "run_date": self.run_date,
+            "num_shards": self.num_shards,
             "previous_run": self.previous.manifest_entry() if self.previous else None,
         }
 
@@ -100,6 +102,13 @@ def _read_model(model_dir: str) -> _ModelFacts:
     bilm = BiLm(config)
     load_weights(bilm, os.path.join(local, WEIGHTS_FILE))
     return _ModelFacts(bilm.config, fingerprint(bilm), DEFAULT_INITIAL_STATE)  # the file decided CNN_proj
+
+
+def default_num_shards(local_runner: bool) -> int:
+    """Files per output kind when ``--num_shards`` is not given: 1 on the local runner (one file, fixed name); 0 on
+    a distributed runner, where a fixed count makes Beam group each file's records on one worker (on Flink's batch
+    runner one in-memory list per file, docs/flink.md): there every bundle writes its own file."""
+    return 1 if local_runner else 0
 
 
 def plan_run(opts: EmbedOptions, runner: str | None = None) -> RunPlan:
@@ -163,12 +172,13 @@ def plan_run(opts: EmbedOptions, runner: str | None = None) -> RunPlan:
         "bf16": opts.bf16,
         "token_vectors": opts.token_vectors,
     }
+    num_shards = default_num_shards(local) if opts.num_shards is None else opts.num_shards
     settings = {
         **vector_settings,
         "input": opts.input,
         "files": files,
         "format": [opts.input_format, opts.id_field, opts.text_field, opts.max_document_bytes],
-        "num_shards": opts.num_shards,
+        "num_shards": num_shards,
     }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     if opts.run_id is not None:  # an explicit --run_id= is checked, never replaced
@@ -194,4 +204,5 @@ def plan_run(opts: EmbedOptions, runner: str | None = None) -> RunPlan:
         settings_digest=settings_digest(vector_settings),
         previous=previous,
         run_date=opts.run_date,
+        num_shards=num_shards,
     )

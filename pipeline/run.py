@@ -96,7 +96,7 @@ def build_pipeline(p: beam.Pipeline, opts: EmbedOptions, plan: RunPlan, owner: O
 
     errors = (read_errors, duplicates, tokenize_errors, embed_errors) | "AllErrors" >> beam.Flatten()
     schema = embedding_schema(plan.output_dim, plan.n_layers, opts.dtype, plan.layers, opts.token_vectors)
-    run_dir, shards = plan.run_dir, opts.num_shards
+    run_dir, shards = plan.run_dir, plan.num_shards
     written = {
         "parquet": sentences | "WriteParquet" >> WriteParquet(f"{run_dir}/sentences/part", schema, shards),
         "vertex": sentences | "WriteVertexJsonl" >> WriteVertexJsonl(f"{run_dir}/vertex/part", shards),

@@ -342,6 +342,7 @@ SAMPLES = {  # parameter -> (accepted values, refused values)
     "run_id": (["nightly-2026-11-25"], ["../x", ""]),
     "layers": (["all", "top", "average", "0,0,1", "1,1,1;gamma=0.5", "-1.5,2"], ["bogus", "1,,2"]),
     "dtype": (["float32", "float16"], ["float64"]),
+    "num_shards": (["0", "1", "64"], ["-1", "two"]),
     "token_vectors": (["true", "false"], ["yes"]),
     "gpu_type": (["nvidia-l4", "nvidia-tesla-t4"], ["nvidia_l4", "tesla-t4"]),
     "gpu_count": (["1"], ["0", "2"]),

@@ -266,7 +266,7 @@ def test_the_model_commands_take_no_abbreviated_flags(module):
     "flags, message",
     [
         (["--max_document_bytes=0"], "--max_document_bytes=0: must be at least 1"),
-        (["--num_shards=0"], "--num_shards=0: must be at least 1"),
+        (["--num_shards=-1"], "--num_shards=-1: must be 0"),
         (["--model_copies=0"], "--model_copies=0: must be at least 1"),
         (["--torch_threads=-1"], "--torch_threads=-1"),
         (["--token_cache_size=-1"], "--token_cache_size=-1: must be 0"),

@@ -150,6 +150,23 @@ def test_all_layers_token_vectors_float16_in_several_shards(tmp_path):
     lancedb.connect(tmp_path / "lance").create_table("t", table)  # nested fixed-size float16 lists load too
 
 
+def test_one_file_per_bundle_holds_the_same_records_as_one_fixed_file(sample_run, tmp_path):
+    """``--num_shards=0`` (the default on distributed runners): Beam writes a file per bundle, no record grouping;
+    two worker processes make several bundles, and the files hold exactly the one-file run's records."""
+    run_dir = run_job(
+        tmp_path, "--num_shards=0", "--direct_num_workers=2", "--direct_running_mode=multi_processing", "--run_id=b"
+    )
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["num_shards"] == 0 and manifest["reconciled"]
+    files = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.glob("*/part-*"))
+    assert files == sorted(manifest["outputs"])
+    parquet = [f for f in files if f.startswith("sentences/")]
+    assert len(parquet) > 1 and all(f.endswith(f"-of-{len(parquet):05d}.parquet") for f in parquet)
+    got, want = sentence_vectors(run_dir), sentence_vectors(sample_run)
+    assert got.keys() == want.keys()
+    assert max(float(np.abs(got[k] - want[k]).max()) for k in want) <= 1e-4
+
+
 @pytest.mark.integration
 def test_model_shared_across_processes_gives_the_same_vectors(sample_run, tmp_path):
     """--large_model: RunInference serves one model from a separate process (the GPU-worker set-up), same output."""

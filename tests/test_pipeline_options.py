@@ -42,6 +42,14 @@ def test_plan_reads_the_model_and_names_the_run_by_its_settings(tmp_path):
     assert plan.run_dir == f"{tmp_path}/{plan.run_id}"
 
 
+def test_files_per_output_default_to_one_locally_and_one_per_bundle_on_a_distributed_runner(tmp_path):
+    flags = (f"--input={SAMPLE_GLOB}", f"--output={tmp_path}")
+    assert plan_run(_opts(*flags)).num_shards == 1
+    on_flink = plan_run(_opts(*flags), runner="FlinkRunner")
+    assert on_flink.num_shards == 0 and on_flink.run_id != plan_run(_opts(*flags)).run_id
+    assert plan_run(_opts(*flags, "--num_shards=3"), runner="FlinkRunner").num_shards == 3
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [

@@ -1,5 +1,6 @@
-"""Token-budget batching (Beam's SortAndBatchElements as EmbedWindows configures it): every element in exactly one
-batch, sorted by length, within the count and inclusive weight budgets, and the handler's settings reach it."""
+"""Token-budget batching (SortAndBatchBounded as EmbedWindows configures it): every element in exactly one batch,
+sorted by length, within the count and inclusive weight budgets, a bounded sorting buffer however large the bundle,
+and the handler's settings reach it."""
 
 import itertools
 import json
@@ -12,7 +13,7 @@ import pytest
 
 from tests.beam_testing import local_pipeline
 from tests.model_files import TINY_MODEL
-from transforms.embed import sort_and_batch
+from transforms.batching import BUFFER_BATCHES, SortAndBatchBounded, _SortAndBatchFn, cut_sorted_batches
 from transforms.model_handler import ElmoModelHandler, window_tokens
 
 
@@ -26,7 +27,7 @@ def _batch(elements, max_batch_size, max_batch_weight, size_fn=lambda s: s):
                 p
                 | beam.Create([elements])  # one element holding all, split below: a single bundle, as in the job
                 | beam.FlatMap(lambda xs: xs)
-                | sort_and_batch(
+                | SortAndBatchBounded(
                     max_batch_size=max_batch_size, max_batch_weight=max_batch_weight, element_size_fn=size_fn
                 )
                 | beam.combiners.ToList()
@@ -37,7 +38,7 @@ def _batch(elements, max_batch_size, max_batch_weight, size_fn=lambda s: s):
 
 def test_batches_respect_both_budgets_and_keep_every_element():
     rng = random.Random(7)
-    sizes = [rng.randint(1, 30) for _ in range(500)]
+    sizes = [rng.randint(1, 30) for _ in range(250)]  # ~3,900 in weight: one buffer (64 x 100), sorted as a whole
     batches = sorted(_batch(sizes, max_batch_size=16, max_batch_weight=100), key=lambda b: (b[0], b[-1], -len(b)))
     flat = [s for b in batches for s in b]
     assert sorted(flat) == sorted(sizes)  # nothing lost, nothing duplicated
@@ -55,7 +56,30 @@ def test_the_budget_is_inclusive_and_an_element_over_it_goes_alone():
     assert sorted(_batch([5, 5], max_batch_size=8, max_batch_weight=10)) == [[5, 5]]  # exactly the budget
 
 
+def test_a_bundle_larger_than_the_buffer_is_sorted_and_cut_in_bounded_pieces():
+    """Flink makes a partition one bundle: the buffer is cut whenever it reaches BUFFER_BATCHES batches' weight, so
+    what is held never grows with the bundle, and still every element lands in exactly one batch within budget."""
+    rng = random.Random(11)
+    sizes = [rng.randint(1, 9) for _ in range(5000)]  # ~25,000 in weight: ~39 buffers of 64 x 10
+    fn = _SortAndBatchFn(lambda s: s, max_batch_size=8, max_batch_weight=10)
+    fn.start_bundle()
+    held, batches = [], []
+    for size in sizes:
+        batches.extend(fn.process(size))
+        held.append(fn._weight)
+    batches.extend(windowed.value for windowed in fn.finish_bundle())
+    assert max(held) < BUFFER_BATCHES * 10  # cut as soon as it reaches the bound
+    assert sorted(s for b in batches for s in b) == sorted(sizes)
+    assert all(b == sorted(b) and len(b) <= 8 and sum(b) <= 10 for b in batches)
+    whole = cut_sorted_batches(sizes, lambda s: s, 8, 10)  # the whole bundle sorted at once, as Beam's would
+    assert len(batches) <= 1.02 * len(whole)  # about as well filled
+    # the pipeline form gives the same multiset of batches
+    assert sorted(_batch(sizes, max_batch_size=8, max_batch_weight=10)) == sorted(batches)
+
+
 def test_bad_budgets_are_rejected():
+    with pytest.raises(ValueError, match="max_batch_weight >= 1"):
+        SortAndBatchBounded(max_batch_size=4, max_batch_weight=0, element_size_fn=len)
     with pytest.raises(ValueError, match="must be >= 1"):
         ElmoModelHandler(str(TINY_MODEL), max_batch_tokens=0)
     with pytest.raises(ValueError, match="must be >= 1"):

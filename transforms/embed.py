@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
-from apache_beam.transforms.util import SortAndBatchElements
 
+from transforms.batching import SortAndBatchBounded
 from transforms.model_handler import ElmoModelHandler
 from transforms.records import SentenceWindow, exception_reason
 
@@ -17,26 +17,13 @@ def failed_batch_windows(bad: tuple) -> list[tuple[str, str]]:
     return [(w.doc_id, reason) for w in batch]
 
 
-def sort_and_batch(max_batch_size: int, max_batch_weight: int, element_size_fn, **_) -> SortAndBatchElements:
-    """Beam's ``SortAndBatchElements`` for a ``ModelHandler``'s ``batch_elements_kwargs()``: per bundle, elements
-    sorted by ``element_size_fn`` and cut into batches of at most ``max_batch_size`` elements and at most
-    ``max_batch_weight`` in total (an element over the budget goes alone)."""
-    return SortAndBatchElements(
-        min_batch_size=1,
-        max_batch_size=max_batch_size,
-        # Beam closes a batch when the next element would bring it to max_batch_weight or more; + 1 keeps our
-        # budget inclusive (a batch may hold exactly max_batch_tokens tokens, as before).
-        max_batch_weight=max_batch_weight + 1,
-        element_size_fn=element_size_fn,
-    )
-
-
 class EmbedWindows(beam.PTransform):
     """PCollection[SentenceWindow] -> (PCollection[WindowVectors], PCollection[tuple[str doc_id, str reason]]).
 
-    Each bundle's windows are sorted by length and cut into batches within the handler's token budget by Beam's
-    ``SortAndBatchElements`` (RunInference's own ``BatchElements`` does not sort, and its length buckets work only
-    with ``max_batch_duration_secs``, i.e. stateful streaming batching), then run by RunInference with the handler
+    Windows are sorted by length and cut into batches within the handler's token budget by
+    ``SortAndBatchBounded`` (like Beam's ``SortAndBatchElements``, which sorts a whole bundle, but with its buffer
+    bounded; RunInference's own ``BatchElements`` does not sort, and its length buckets work only with
+    ``max_batch_duration_secs``, i.e. stateful streaming batching), then run by RunInference with the handler
     (one model per process, shared by threads).
     A batch whose inference raises is dead-lettered window by window with the reason, never dropped.
     """
@@ -46,7 +33,7 @@ class EmbedWindows(beam.PTransform):
         self._handler = handler
 
     def expand(self, windows):
-        batches = windows | "SortAndBatchByTokens" >> sort_and_batch(
+        batches = windows | "SortAndBatchByTokens" >> SortAndBatchBounded(
             **self._handler.batch_elements_kwargs()
         ).with_input_types(SentenceWindow)
         embedded, dead = (

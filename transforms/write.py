@@ -1,6 +1,7 @@
 """Writing the outputs: sentence records as Parquet and as Vertex AI Vector Search JSON lines, errors as JSON lines.
 
-File names are fixed by ``num_shards`` (``part-SSSSS-of-NNNNN``), so a re-run with the same settings replaces them.
+File names are ``part-SSSSS-of-NNNNN``: ``num_shards`` of them, or with ``num_shards=0`` one per bundle (Beam's
+runner-determined sharding, which groups only the written files' names, never records).
 """
 
 from __future__ import annotations
