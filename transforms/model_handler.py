@@ -104,7 +104,7 @@ class ElmoModelHandler(ModelHandler[SentenceWindow, WindowVectors, Elmo]):
         if model_copies is not None and model_copies < 1:
             raise ValueError(f"model_copies must be >= 1, got {model_copies}")
         # Beam's own batching and sharing settings (ModelHandler, 2.72+): batch_elements_kwargs() hands the first
-        # three to EmbedWindows' SortAndBatchElements; large_model/model_copies drive share_model_across_processes()
+        # three to EmbedWindows' SortAndBatchBounded; large_model/model_copies drive share_model_across_processes()
         # and model_copies() (Beam's multi_process_shared).
         super().__init__(
             max_batch_size=max_batch_windows,
