@@ -167,13 +167,13 @@ class FlinkCluster:
             jobs = json.load(r)["jobs"]
         return max(jobs, key=lambda j: j["start-time"]) if jobs else {}
 
-    def flags(self) -> list[str]:
+    def flags(self, parallelism: int | None = None) -> list[str]:
         jar = subprocess.run([str(SCRIPT), "jar"], cwd=REPO, env=self.env, capture_output=True, text=True)
         return [
             "--runner=FlinkRunner",
             f"--flink_master=127.0.0.1:{self.rest}",
             f"--flink_job_server_jar={jar.stdout.strip()}",
-            f"--parallelism={self.taskmanagers * self.slots}",
+            f"--parallelism={parallelism or self.taskmanagers * self.slots}",
             "--environment_type=EXTERNAL",
             f"--environment_config=127.0.0.1:{self.pool}",
         ]
@@ -201,6 +201,13 @@ def main() -> None:
     parser.add_argument("--taskmanagers", type=int, default=1)
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument("--local_workers", type=int, default=2)
+    parser.add_argument(
+        "--parallelism",
+        type=int,
+        help="Flink: subtasks per stage (default: TaskManagers x slots); more than the "
+        "slots needs --execution_mode_for_batch=BATCH_FORCED in --job_flags",
+    )
+    parser.add_argument("--job_flags", default="", help="extra job flags, space-separated")
     parser.add_argument("--model", default=str(default_model_dir()))
     parser.add_argument("--work", type=Path, default=REPO / "build" / "scale")
     parser.add_argument("--json", type=Path, help="append one JSON line per run here")
@@ -232,7 +239,7 @@ def main() -> None:
                 kept = kept or args.work / f"out-{runner}-{n}"
                 output = kept if args.keep else args.work / f"out-{runner}-{n}-{time.time_ns()}"
                 subprocess.run(["rm", "-rf", str(output)], check=False)
-                flags = [f"--model={args.model}"]
+                flags = [f"--model={args.model}", *args.job_flags.split()]
                 if runner == "local":
                     if args.local_workers > 1:
                         flags += [
@@ -243,10 +250,11 @@ def main() -> None:
                     result = run_once(corpora[n], output, flags, list)
                     label = f"local ({args.local_workers} proc)"
                 else:
-                    result = run_once(corpora[n], output, flags + cluster.flags(), cluster.pids)
+                    result = run_once(corpora[n], output, flags + cluster.flags(args.parallelism), cluster.pids)
                     job = cluster.last_job()
                     result["flink_s"] = job.get("duration", 0) / 1000
-                    label = f"flink ({args.taskmanagers} TM x {args.slots})"
+                    parallelism = args.parallelism or args.taskmanagers * args.slots
+                    label = f"flink ({args.taskmanagers} TM x {args.slots}, p={parallelism})"
                 tokens = result["counts"]["tokens"]
                 row = {"runner": label, "size": n, "tokens": tokens, **result}
                 row["tokens_per_s"] = tokens / result["wall_s"]

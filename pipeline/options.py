@@ -234,3 +234,18 @@ def job_parser() -> argparse.ArgumentParser:
 def option_names() -> set[str]:
     """The names (dests) of this job's own flags, without Beam's."""
     return {action.dest for action in job_parser()._actions} - {"help"}
+
+
+class FlinkBatchOptions(PipelineOptions):
+    """Flags of Beam's Java Flink runner that the Python SDK does not declare; declared here so that the exact-flag
+    check accepts them, and passed to the job server by name like every pipeline option."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--execution_mode_for_batch",
+            choices=["PIPELINED", "BATCH", "BATCH_FORCED", "PIPELINED_FORCED"],
+            default=None,
+            help="Flink: how batch stages exchange data. BATCH_FORCED makes every exchange blocking, so a stage's "
+            "subtasks can run in waves on fewer slots than --parallelism (smaller partitions: docs/flink.md).",
+        )

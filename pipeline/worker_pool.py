@@ -35,9 +35,18 @@ _LOG = logging.getLogger("pipeline.worker_pool")
 # heap at 1.6M tokens (a gRPC thread died with OutOfMemoryError and the stage then waited forever). Workers of
 # this pool flush at SDK_DATA_MESSAGE_BYTES instead: at most 100 MB per running stage.
 SDK_DATA_MESSAGE_BYTES = 1 << 20
+# The Java runner (job server 2.62) takes a bundle's outputs off its queue only after the SDK worker has reported
+# the bundle finished, and on Flink's batch runner a bundle is a whole partition. The SDK worker's own send queues
+# hold 2 x 100 MB by default: once a partition's outputs (and those of the other bundles sharing the worker's data
+# stream) overflow them, the bundle cannot finish, its outputs are never taken, and the job waits for ever (the
+# 1.6M-token job: SDK threads blocked in _enqueue_to_send, TaskManager task threads in ActiveBundle.close, no CPU).
+# Workers of this pool let the send queues grow to SDK_SEND_QUEUE_BYTES instead: the worker holds its running
+# bundles' outputs until the runner reads them (memory grows with the partition size, docs/flink.md).
+SDK_SEND_QUEUE_BYTES = 16 << 30
 _BOUND_MESSAGES = (
     "import apache_beam.runners.worker.data_plane as dp; "
     "dp._DEFAULT_SIZE_FLUSH_THRESHOLD = {limit}; "
+    "dp._DEFAULT_SEND_QUEUE_MAX_BYTES = {send_queue}; dp._DEFAULT_SEND_QUEUE_MAX_ELEMENTS = {send_queue} >> 20; "
     "dp.SizeBasedBufferingClosableOutputStream.__init__.__defaults__ = "
     "(None, None, {limit}) + dp.SizeBasedBufferingClosableOutputStream.__init__.__defaults__[3:]; "
     "dp.TimeBasedBufferingClosableOutputStream.__init__.__defaults__ = "
@@ -86,6 +95,7 @@ class SharedWorkerPool(beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolServicer):
                 cache=self._cache,
                 buffer_ms=self._buffer_ms,
                 limit=SDK_DATA_MESSAGE_BYTES,
+                send_queue=SDK_SEND_QUEUE_BYTES,
             ),
         ]
         try:

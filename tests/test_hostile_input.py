@@ -239,6 +239,7 @@ def test_object_store_claims_are_exclusive(object_stores, scheme):
         (["--device", "tpu"], "'tpu' is not a device"),
         (["--max_failed_fraction=nan"], "'nan' is not between 0 and 1"),
         (["--token_vectors=yes"], "ignored explicit argument 'yes'"),
+        (["--execution_mode_for_batch=BATCHED"], "invalid choice: 'BATCHED'"),
     ],
 )
 def test_a_flag_that_is_not_exactly_known_stops_the_launcher(tmp_path, flags, message):

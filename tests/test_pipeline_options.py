@@ -70,6 +70,16 @@ def test_bad_settings_fail_before_the_pipeline_starts(flags, message, tmp_path):
     assert not (tmp_path / "never-written").exists()
 
 
+def test_flink_java_runner_flags_are_accepted_and_reach_the_options():
+    """``--execution_mode_for_batch`` belongs to Beam's Java Flink runner (the Python SDK does not declare it); the
+    exact-flag check takes it and the job server receives it by name with the other options."""
+    from pipeline.flags import check_flags
+
+    check_flags(["--execution_mode_for_batch=BATCH_FORCED"])
+    options = _opts(f"--input={SAMPLE_GLOB}", "--execution_mode_for_batch=BATCH_FORCED")
+    assert options.get_all_options()["execution_mode_for_batch"] == "BATCH_FORCED"
+
+
 def test_output_is_not_taken_for_a_longer_beam_flag():
     """Beam 2.62 read ``--output`` as an abbreviation of PortableOptions' ``--output_executable_path`` (a Flink or
     portable job server then wrote a jar instead of running the job; pipeline/run.py cleared it). Since Beam 2.66
