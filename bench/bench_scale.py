@@ -279,7 +279,8 @@ def print_table(rows: list[dict]) -> None:
     print("|" + " --- |" * len(head))
     first: dict[str, float] = {}
     previous: dict[str, dict] = {}
-    for row in rows:
+    runners = list(dict.fromkeys(row["runner"] for row in rows))  # in order of appearance, each by size
+    for row in sorted(rows, key=lambda r: (runners.index(r["runner"]), r["tokens"])):
         per = row["wall_s"] / row["tokens"] * 1e5
         base = first.setdefault(row["runner"], per)
         before = previous.get(row["runner"])
