@@ -1,9 +1,10 @@
 """Length-sorted batches within a weight budget, with the sorting buffer bounded.
 
 Beam's ``SortAndBatchElements`` sorts a whole bundle in ``finish_bundle``. Flink's batch runner makes a whole
-partition one bundle, so a worker would hold its share of the corpus at once (measured: the SDK worker grew from
-1.6 GB at 400k tokens to 2.9 GB at 1.6M, docs/flink.md). Here at most ``BUFFER_BATCHES`` batches' weight is
-buffered: when the buffer reaches it, it is sorted and cut, and buffering starts again.
+partition one bundle, so a worker would hold its share of the corpus in the sort buffer and embed nothing before
+the partition's last window arrived. Here at most ``BUFFER_BATCHES`` batches' weight is buffered: when the buffer
+reaches it, it is sorted and cut, and buffering starts again. (On Flink the embedded outputs still wait in the SDK
+worker until the bundle ends, since the runner reads them only then: docs/flink.md.)
 """
 
 from __future__ import annotations
