@@ -15,11 +15,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from elmo.chars import bos_ids, eos_ids
+from elmo.chars import PAD_CHAR, bos_ids, eos_ids
 from elmo.config import N_CHARACTERS_INFERENCE, ElmoConfig
 from elmo.token_cache import DEFAULT_CHUNK_ROWS, TokenCache, encode_in_chunks
 
 FORGET_BIAS = 1.0  # TensorFlow's LSTMCell adds this to the forget gate; it is not in the weights file.
+SHORT_TOKEN_CHARS = 24  # the char CNN reads only this many positions of a short token (exactly: CharEncoder)
+_PAD_ID = PAD_CHAR + 1  # char ids are shifted by one: 0 marks a padded (non-existent) token
 
 
 class ClipCounter:
@@ -65,11 +67,49 @@ class CharEncoder(nn.Module):
             self.projection = nn.Linear(n_filters, config.lstm.projection_dim)
         self.activation = torch.tanh if cnn.activation == "tanh" else torch.relu
 
+    def short_rows(self, char_ids: torch.Tensor) -> torch.Tensor:
+        """char_ids (N, C) -> (N,) bool: the tokens whose every char-CNN window past ``SHORT_TOKEN_CHARS`` positions
+        reads padding only (at most ``SHORT_TOKEN_CHARS - widest filter + 1`` chars with the word boundaries)."""
+        tail_start = SHORT_TOKEN_CHARS - max(conv.kernel_size[0] for conv in self.convolutions) + 1
+        if char_ids.shape[1] <= SHORT_TOKEN_CHARS or tail_start < 1:
+            return char_ids.new_zeros(char_ids.shape[0], dtype=torch.bool)
+        return (char_ids[:, tail_start:] == _PAD_ID).all(dim=1)
+
+    def _max_pooled(self, char_ids: torch.Tensor, short: bool) -> torch.Tensor:
+        """Each filter's maximum over positions, before the activation: (N, C) -> (N, F).
+
+        ``short`` (every row is a ``short_rows`` token): the convolutions read the first ``SHORT_TOKEN_CHARS``
+        positions, and the windows beyond, all padding, are one value per filter (a window of padding chars), taken
+        into the maximum: the same maximum as over all C positions, for about 1/3 of the work at C = 50."""
+        if short:
+            char_ids = char_ids[:, :SHORT_TOKEN_CHARS]
+        x = self.char_embedding(char_ids).transpose(1, 2)  # (N, E, C or SHORT_TOKEN_CHARS)
+        pooled = [conv(x).amax(dim=-1) for conv in self.convolutions]  # each (N, n_i)
+        if short:
+            pads = char_ids.new_full((1, max(conv.kernel_size[0] for conv in self.convolutions)), _PAD_ID)
+            pad_x = self.char_embedding(pads).transpose(1, 2)  # (1, E, widest)
+            pooled = [
+                torch.maximum(p, conv(pad_x[:, :, : conv.kernel_size[0]])[:, :, 0])
+                for p, conv in zip(pooled, self.convolutions, strict=True)
+            ]
+        return torch.cat(pooled, dim=-1)
+
     def forward(self, char_ids: torch.Tensor) -> torch.Tensor:
-        """char_ids (N, C) int64 -> token representations (N, P)."""
-        x = self.char_embedding(char_ids).transpose(1, 2)  # (N, E, C)
-        pooled = [self.activation(conv(x).amax(dim=-1)) for conv in self.convolutions]  # each (N, n_i)
-        h = torch.cat(pooled, dim=-1)  # (N, F)
+        """char_ids (N, C) int64 -> token representations (N, P). Short tokens (``short_rows``) take the cheaper,
+        equal path of ``_max_pooled``; a batch of both kinds is split, so callers that need a token's bits to be
+        independent of its neighbours pass one kind at a time (``encode_in_chunks`` with ``classes``)."""
+        short = self.short_rows(char_ids)
+        if bool(short.all()):
+            pooled = self._max_pooled(char_ids, short=True)
+        elif not bool(short.any()):
+            pooled = self._max_pooled(char_ids, short=False)
+        else:
+            short_part = self._max_pooled(char_ids[short], short=True)
+            long_part = self._max_pooled(char_ids[~short], short=False)
+            pooled = short_part.new_empty(char_ids.shape[0], short_part.shape[1])
+            pooled[short] = short_part
+            pooled[~short] = long_part
+        h = self.activation(pooled)  # (N, F)
         n_filters = h.shape[-1]
         for kernel, bias in zip(self.highway_kernels, self.highway_biases, strict=True):
             z = torch.addmm(bias, h, kernel)  # (N, 2F)
@@ -388,9 +428,11 @@ class BiLm(nn.Module):
         batch, steps, width = char_ids.shape
         unique, inverse = torch.unique(char_ids.reshape(-1, width), dim=0, return_inverse=True)  # (U, C), (B*S,)
         if self.token_cache is not None:
-            encoded = self.token_cache.encode(self.char_encoder, unique)  # (U, P)
+            encoded = self.token_cache.encode(self.char_encoder, unique, self.char_encoder.short_rows)  # (U, P)
         else:
-            encoded = encode_in_chunks(self.char_encoder, unique, DEFAULT_CHUNK_ROWS)
+            encoded = encode_in_chunks(
+                self.char_encoder, unique, DEFAULT_CHUNK_ROWS, self.char_encoder.short_rows(unique)
+            )
         return encoded[inverse].view(batch, steps, -1)
 
     def forward(self, char_ids: torch.Tensor, initial_state: BiLmState | None = None) -> tuple[torch.Tensor, BiLmState]:

@@ -41,10 +41,33 @@ class CacheStats:
         return self.hits / looked_up if looked_up else 0.0
 
 
-def encode_in_chunks(encode: Callable[[torch.Tensor], torch.Tensor], char_ids: torch.Tensor, chunk_rows: int):
+def encode_in_chunks(
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    char_ids: torch.Tensor,
+    chunk_rows: int,
+    classes: torch.Tensor | None = None,
+):
     """``encode`` over ``char_ids`` (N, C) in calls of exactly ``chunk_rows`` rows -> (N, P).
 
-    The last chunk is padded with all-zero rows (padding tokens), whose results are dropped."""
+    The last chunk is padded with all-zero rows (padding tokens), whose results are dropped. With ``classes`` (N,)
+    bool (e.g. ``CharEncoder.short_rows``), each chunk holds rows of one class only (padded by repeating its last
+    row), so that an encoder taking a different path per class sees the same chunk shape whatever the mix."""
+    if classes is not None:
+        out = None
+        for members in (classes, ~classes):
+            rows = members.nonzero().squeeze(1)
+            if rows.numel() == 0:
+                continue
+            part = char_ids[rows]
+            padded = -(-rows.numel() // chunk_rows) * chunk_rows
+            if padded != rows.numel():
+                part = torch.cat([part, part[-1:].expand(padded - rows.numel(), -1)])
+            pieces = [encode(part[start : start + chunk_rows]) for start in range(0, padded, chunk_rows)]
+            encoded = torch.cat(pieces)[: rows.numel()]
+            if out is None:
+                out = encoded.new_empty(char_ids.shape[0], encoded.shape[1])
+            out[rows] = encoded
+        return out
     n, width = char_ids.shape
     padded = -(-n // chunk_rows) * chunk_rows
     if padded != n:
@@ -96,11 +119,17 @@ class TokenCache:
             self.stats = CacheStats()
             self._reported = CacheStats()
 
-    def encode(self, encode: Callable[[torch.Tensor], torch.Tensor], unique_ids: torch.Tensor) -> torch.Tensor:
+    def encode(
+        self,
+        encode: Callable[[torch.Tensor], torch.Tensor],
+        unique_ids: torch.Tensor,
+        classify: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Vectors of distinct tokens: ``unique_ids`` (U, C) int64, rows all different -> (U, P).
 
-        Rows found in the cache are copied from it; the others go through ``encode`` in fixed-size chunks and are
-        stored, evicting the least recently used when full."""
+        Rows found in the cache are copied from it; the others go through ``encode`` in fixed-size chunks (of one
+        ``classify`` class each, when given: ``encode_in_chunks``) and are stored, evicting the least recently used
+        when full."""
         keys = [row.tobytes() for row in unique_ids.to(torch.int16).cpu().numpy()]
         with self._lock:
             found = [self._slots.get(key) for key in keys]
@@ -110,7 +139,11 @@ class TokenCache:
                     self._slots.move_to_end(key)
             self.stats.hits += len(keys) - len(missing)
             self.stats.misses += len(missing)
-            computed = encode_in_chunks(encode, unique_ids[missing], self.chunk_rows) if missing else None
+            computed = None
+            if missing:
+                misses = unique_ids[missing]
+                classes = classify(misses) if classify is not None else None
+                computed = encode_in_chunks(encode, misses, self.chunk_rows, classes)
             reference = computed if computed is not None else self._vectors
             out = reference.new_empty(len(keys), reference.shape[-1])  # (U, P)
             hits = [u for u, slot in enumerate(found) if slot is not None]

@@ -180,3 +180,39 @@ def test_the_gpu_benchmark_says_no_gpu_clearly_on_a_cpu_only_machine():
     )
     assert done.returncode == 2
     assert done.stdout.startswith("no GPU:") and "nothing was measured" in done.stdout
+
+
+def _token_ids(words: list[str]) -> torch.Tensor:
+    from elmo.chars import batch_to_ids
+
+    return torch.as_tensor(batch_to_ids([words])[0])  # (len(words), 50)
+
+
+def test_short_tokens_read_24_positions_and_get_the_full_width_result(monkeypatch):
+    """A token of up to 16 chars (18 with its boundaries, widest filter 7) makes every window past position 24
+    all padding: the encoder reads 24 positions and adds that window's value once. In float64, on the published
+    ``small`` shape with random weights, the result equals reading all 50 positions."""
+    import elmo.model
+
+    encoder = small_random_model().char_encoder.double()
+    words = ["a", "bank", "Apple", "1,000", "sixteen-chars-ok", "seventeen-chars-x", "antidisestablishmentarianism"]
+    ids = _token_ids(words)
+    assert encoder.short_rows(ids).tolist() == [True, True, True, True, True, False, False]
+    assert not encoder.short_rows(torch.zeros(2, 50, dtype=torch.int64)).any()  # padded (non-existent) tokens
+    with torch.no_grad():
+        cheap = encoder(ids)
+        monkeypatch.setattr(elmo.model, "SHORT_TOKEN_CHARS", 50)  # every token read at full width
+        assert not encoder.short_rows(ids).any()
+        full = encoder(ids)
+    assert float((cheap - full).abs().max()) <= 1e-12
+
+
+def test_a_token_has_the_same_bits_among_short_or_long_neighbours():
+    """Short and long tokens take different paths; chunks hold one kind each, so a token's bits do not depend on
+    which kinds it was encoded with (bit-exact mode and the cache rely on it)."""
+    model = Elmo.from_directory(BUILTIN_MODEL_DIR, initial_state="zeros", bit_exact=True)
+    short, long_ = "bank", "counterrevolutionaries"
+    alone = {w: model.embed([[w]], layers="all")[0][0, 0].tobytes() for w in (short, long_)}
+    model.bilm.token_cache.clear()
+    mixed = model.embed([[short, long_, "a", "incomprehensibilities"]], layers="all")[0][0, :2]  # layer 0
+    assert mixed[0].tobytes() == alone[short] and mixed[1].tobytes() == alone[long_]
