@@ -67,10 +67,14 @@ class CharEncoder(nn.Module):
             self.projection = nn.Linear(n_filters, config.lstm.projection_dim)
         self.activation = torch.tanh if cnn.activation == "tanh" else torch.relu
 
+    @property
+    def widest_filter(self) -> int:
+        return max(conv.kernel_size[0] for conv in self.convolutions)
+
     def short_rows(self, char_ids: torch.Tensor) -> torch.Tensor:
         """char_ids (N, C) -> (N,) bool: the tokens whose every char-CNN window past ``SHORT_TOKEN_CHARS`` positions
         reads padding only (at most ``SHORT_TOKEN_CHARS - widest filter + 1`` chars with the word boundaries)."""
-        tail_start = SHORT_TOKEN_CHARS - max(conv.kernel_size[0] for conv in self.convolutions) + 1
+        tail_start = SHORT_TOKEN_CHARS - self.widest_filter + 1
         if char_ids.shape[1] <= SHORT_TOKEN_CHARS or tail_start < 1:
             return char_ids.new_zeros(char_ids.shape[0], dtype=torch.bool)
         return (char_ids[:, tail_start:] == _PAD_ID).all(dim=1)
@@ -86,7 +90,7 @@ class CharEncoder(nn.Module):
         x = self.char_embedding(char_ids).transpose(1, 2)  # (N, E, C or SHORT_TOKEN_CHARS)
         pooled = [conv(x).amax(dim=-1) for conv in self.convolutions]  # each (N, n_i)
         if short:
-            pads = char_ids.new_full((1, max(conv.kernel_size[0] for conv in self.convolutions)), _PAD_ID)
+            pads = char_ids.new_full((1, self.widest_filter), _PAD_ID)
             pad_x = self.char_embedding(pads).transpose(1, 2)  # (1, E, widest)
             pooled = [
                 torch.maximum(p, conv(pad_x[:, :, : conv.kernel_size[0]])[:, :, 0])

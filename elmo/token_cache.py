@@ -5,7 +5,7 @@ shape on real text, measured in issue 14), yet a corpus has few distinct tokens:
 tokens keep coming. ``TokenCache`` keeps the vectors of up to ``capacity`` distinct tokens (least recently used out
 first) and encodes only the tokens it has not seen.
 
-Cache misses are encoded in chunks of exactly ``chunk_rows`` tokens (the last chunk padded with empty rows), so
+Cache misses are encoded in chunks of exactly ``chunk_rows`` tokens (the last chunk padded with copies of a row), so
 every encoder call has the same shape and a token's vector has the same bits whatever tokens it was encoded with
 (measured: a row's result of a fixed-shape GEMM does not depend on its position or its neighbours; a GEMM of another
 row count may round differently). Hits, misses and evictions are counted for the pipeline's metrics.
@@ -46,32 +46,26 @@ def encode_in_chunks(
     char_ids: torch.Tensor,
     chunk_rows: int,
     classes: torch.Tensor | None = None,
-):
-    """``encode`` over ``char_ids`` (N, C) in calls of exactly ``chunk_rows`` rows -> (N, P).
+) -> torch.Tensor:
+    """``encode`` over ``char_ids`` (N >= 1, C) in calls of exactly ``chunk_rows`` rows -> (N, P).
 
-    The last chunk is padded with all-zero rows (padding tokens), whose results are dropped. With ``classes`` (N,)
-    bool (e.g. ``CharEncoder.short_rows``), each chunk holds rows of one class only (padded by repeating its last
-    row), so that an encoder taking a different path per class sees the same chunk shape whatever the mix."""
+    The last chunk is padded by repeating its last row; the padding's results are dropped. With ``classes`` (N,)
+    bool (e.g. ``CharEncoder.short_rows``), each chunk holds rows of one class only, so that an encoder taking a
+    different path per class sees the same chunk shape whatever the mix."""
     if classes is not None:
-        out = None
+        out: torch.Tensor | None = None
         for members in (classes, ~classes):
             rows = members.nonzero().squeeze(1)
-            if rows.numel() == 0:
-                continue
-            part = char_ids[rows]
-            padded = -(-rows.numel() // chunk_rows) * chunk_rows
-            if padded != rows.numel():
-                part = torch.cat([part, part[-1:].expand(padded - rows.numel(), -1)])
-            pieces = [encode(part[start : start + chunk_rows]) for start in range(0, padded, chunk_rows)]
-            encoded = torch.cat(pieces)[: rows.numel()]
-            if out is None:
-                out = encoded.new_empty(char_ids.shape[0], encoded.shape[1])
-            out[rows] = encoded
+            if rows.numel():
+                encoded = encode_in_chunks(encode, char_ids[rows], chunk_rows)
+                if out is None:
+                    out = encoded.new_empty(char_ids.shape[0], encoded.shape[1])
+                out[rows] = encoded
         return out
-    n, width = char_ids.shape
+    n = char_ids.shape[0]
     padded = -(-n // chunk_rows) * chunk_rows
     if padded != n:
-        char_ids = torch.cat([char_ids, char_ids.new_zeros(padded - n, width)])
+        char_ids = torch.cat([char_ids, char_ids[-1:].expand(padded - n, -1)])
     pieces = [encode(char_ids[start : start + chunk_rows]) for start in range(0, padded, chunk_rows)]
     return torch.cat(pieces)[:n]
 

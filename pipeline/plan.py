@@ -138,6 +138,8 @@ def plan_run(opts: EmbedOptions, runner: str | None = None) -> RunPlan:
     local = is_local_runner(runner or opts.view_as(StandardOptions).runner)  # the workers are this machine
     if local:
         check_local_device(opts.device, opts.bf16)
+        if opts.get_all_options().get("execution_mode_for_batch"):
+            raise UsageError("--execution_mode_for_batch is a flag of the Flink runner; this run uses the local runner")
     tokenizer_json = read_text(opts.model.rstrip("/") + "/" + TOKENIZER_FILE)
     tokenizer = TokenizerConfig.from_json(tokenizer_json)
     model = _read_model(opts.model)

@@ -271,6 +271,7 @@ def test_the_model_commands_take_no_abbreviated_flags(module):
         (["--model_copies=0"], "--model_copies=0: must be at least 1"),
         (["--torch_threads=-1"], "--torch_threads=-1"),
         (["--token_cache_size=-1"], "--token_cache_size=-1: must be 0"),
+        (["--execution_mode_for_batch=BATCH_FORCED"], "a flag of the Flink runner; this run uses the local runner"),
         (["--layers=nan,0,0"], "nan"),
         (["--layers=1e309,0,0"], "1e309|inf"),
         (["--layers=1,1,1;gamma=nan"], "gamma"),
