@@ -86,14 +86,80 @@ def _train(corpus, out, steps, *extra) -> list[dict]:
 
 
 def test_loss_falls_and_resume_is_exact(tiny_corpus, tmp_path):
-    straight = _train(tiny_corpus, tmp_path / "a", 40, "--learning-rate", "0.01")
+    schedule = ("--learning-rate", "0.01", "--final-learning-rate", "0.001")
+    straight = _train(tiny_corpus, tmp_path / "a", 40, *schedule)
     losses = [r["loss"] for r in straight]
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5, losses
     assert straight[-1]["forward_perplexity"] < straight[-1]["backward_perplexity"] * 2  # both evaluated
-    # Interrupted at step 15 (checkpoint), then resumed to 40: the same loss curve, exactly.
-    _train(tiny_corpus, tmp_path / "b", 15, "--learning-rate", "0.01")
-    resumed = _train(tiny_corpus, tmp_path / "b", 40, "--learning-rate", "0.01")
+    # the rate fell linearly: the last update (step index 39 of 40) used 0.01 - 0.009 * 39/40
+    saved = torch.load(tmp_path / "a" / "checkpoint-rank0.pt", weights_only=True)
+    assert saved["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.01 - 0.009 * 39 / 40)
+    # Interrupted at step 15 (checkpoint), then resumed to 40: the same loss curve, exactly. The schedule is set by
+    # --max-steps, so the interrupted run is the same run stopped early by --max-hours's checkpoint path.
+    _train(tiny_corpus, tmp_path / "b", 40, *schedule, "--max-hours", "1e-9")  # stops after its first step
+    assert torch.load(tmp_path / "b" / "checkpoint-rank0.pt", weights_only=True)["step"] == 1
+    resumed = _train(tiny_corpus, tmp_path / "b", 40, *schedule)
     assert [r["loss"] for r in resumed] == losses
+
+
+def test_a_step_encodes_each_token_type_once_for_both_directions(tiny_corpus):
+    from elmo.training.data import PackedCorpus, WindowBatcher, read_sentences
+
+    corpus = PackedCorpus(
+        read_sentences(str(tiny_corpus / "train-*.txt")), Vocabulary.load(str(tiny_corpus / "vocab.txt"))
+    )
+    batcher = WindowBatcher(corpus, batch_size=4, unroll_steps=10)
+    for step in (0, 3, batcher.steps_per_epoch + 1):
+        batch = batcher.batch(step)
+        start = (step % batcher.steps_per_epoch) * 10
+        forward_types = batcher.forward_lanes[:, start : start + 10]
+        backward_types = batcher.backward_lanes[:, start : start + 10]
+        np.testing.assert_array_equal(batch.token_chars[batch.forward_tokens], corpus.type_chars[forward_types])
+        np.testing.assert_array_equal(batch.token_chars[batch.backward_tokens], corpus.type_chars[backward_types])
+        distinct = len(np.unique(np.concatenate([forward_types, backward_types])))
+        assert batch.token_chars.shape[0] == distinct == len(np.unique(batch.token_chars, axis=0))
+
+
+def test_init_from_a_model_starts_there_and_warms_up_only_the_softmax(tiny_corpus, tmp_path):
+    from elmo.training.model import TrainableBiLm, export_bilm
+
+    _train(tiny_corpus, tmp_path / "first", 10, "--export", str(tmp_path / "model"))
+    start = Elmo.from_directory(tmp_path / "model").bilm.state_dict()
+
+    def second_run(steps: int) -> TrainableBiLm:
+        argv = ["--train", str(tiny_corpus / "train-*.txt"), "--vocab", str(tiny_corpus / "vocab.txt")]
+        argv += ["--init-from", str(tmp_path / "model"), "--out", str(tmp_path / "second"), "--batch-size", "4"]
+        argv += ["--unroll-steps", "10", "--n-negative-samples", "32", "--softmax-warmup-steps", "3"]
+        assert train_main([*argv, "--max-steps", str(steps), "--threads", "1"]) == 0
+        saved = torch.load(tmp_path / "second" / "checkpoint-rank0.pt", weights_only=True)
+        model = TrainableBiLm(Elmo.from_directory(tmp_path / "model").config, len(saved["state_dict"]["softmax_bias"]))
+        model.load_state_dict(saved["state_dict"])
+        return model
+
+    warmed = second_run(3)  # three warm-up steps: the network is the model's, the softmax has learned
+    for name, value in export_bilm(warmed).state_dict().items():
+        torch.testing.assert_close(value, start[name], rtol=0, atol=1e-6, msg=name)
+    assert warmed.softmax_bias.abs().sum() > 0  # initialised to zeros, so it was trained
+    trained = second_run(6)  # resumed past the warm-up: now the network learns too
+    moved = [name for name, value in export_bilm(trained).state_dict().items() if not torch.equal(value, start[name])]
+    assert "char_encoder.projection.weight" in moved and any(name.startswith("directions") for name in moved)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--init-from", "MODEL", "--options", "OPTIONS"], "leave out --options"),
+        (["--final-learning-rate", "-1"], "--final-learning-rate must be"),
+        (["--softmax-warmup-steps", "-1"], "--softmax-warmup-steps must be at least 0"),
+    ],
+)
+def test_bad_training_flags_are_refused_before_training(tiny_corpus, tmp_path, capsys, flags, message):
+    flags = [str(tiny_corpus / "options.json") if f == "OPTIONS" else f for f in flags]
+    flags = [str(tmp_path / "missing-model") if f == "MODEL" else f for f in flags]
+    argv = ["--train", str(tiny_corpus / "train-*.txt"), "--vocab", str(tiny_corpus / "vocab.txt"), *flags]
+    assert train_main([*argv, "--out", str(tmp_path / "run")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_full_softmax_and_adagrad_recipe_train(tiny_corpus, tmp_path):
@@ -144,8 +210,8 @@ def test_export_loads_back_with_identical_outputs(tiny_corpus, tmp_path):
     ids = torch.from_numpy(batch_to_ids([["<S>", *sentence, "</S>"]]))  # (1, T+2, C)
     with torch.no_grad():
         h, c = trained.zero_state(1)
-        forward, _, _ = trained.run_direction(0, ids, h[0], c[0])
-        backward, _, _ = trained.run_direction(1, ids.flip(1), h[1], c[1])
+        forward, _, _ = trained.run_direction(0, trained.encode_tokens(ids), h[0], c[0])
+        backward, _, _ = trained.run_direction(1, trained.encode_tokens(ids.flip(1)), h[1], c[1])
     expected = np.stack(
         [torch.cat([f, b.flip(1)], -1)[0, 1:-1].numpy() for f, b in zip(forward, backward, strict=True)]
     )

@@ -35,11 +35,14 @@ def read_sentences(pattern: str) -> Iterator[list[str]]:
 
 @dataclass
 class Batch:
-    """One training step for both directions: char ids (B, W, C) and target word ids (B, W) per direction."""
+    """One training step for both directions: the char ids of the step's distinct token types (U, C), each position's
+    index into them (B, W) and the target word ids (B, W) per direction. Both directions share one list of types, so
+    the char CNN encodes each type once per step."""
 
-    forward_chars: np.ndarray
-    forward_targets: np.ndarray
-    backward_chars: np.ndarray
+    token_chars: np.ndarray  # (U, C)
+    forward_tokens: np.ndarray  # (B, W) int64, rows of token_chars
+    forward_targets: np.ndarray  # (B, W) int64
+    backward_tokens: np.ndarray
     backward_targets: np.ndarray
 
 
@@ -106,9 +109,13 @@ class WindowBatcher:
         window = slice(start, start + self.unroll)
         target = slice(start + 1, start + self.unroll + 1)
         c = self.corpus
+        inputs = np.stack([self.forward_lanes[:, window], self.backward_lanes[:, window]])  # (2, B, W) type ids
+        types, positions = np.unique(inputs, return_inverse=True)  # (U,), (2 * B * W,)
+        positions = positions.reshape(inputs.shape).astype(np.int64)
         return Batch(
-            forward_chars=c.type_chars[self.forward_lanes[:, window]],
+            token_chars=c.type_chars[types],
+            forward_tokens=positions[0],
             forward_targets=c.type_targets[self.forward_lanes[:, target]],
-            backward_chars=c.type_chars[self.backward_lanes[:, window]],
+            backward_tokens=positions[1],
             backward_targets=c.type_targets[self.backward_lanes[:, target]],
         )

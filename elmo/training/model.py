@@ -22,7 +22,7 @@ from elmo.model import FORGET_BIAS, BiLm, CharEncoder, encode_distinct_tokens, z
 # nn.LSTM with proj_size runs its generic (non-oneDNN) kernel on CPU; the warning says only that.
 warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
 
-TORCH_TO_TF_GATES = [0, 2, 1, 3]  # nn.LSTM blocks are (i, f, g, o); TF's are (i, j=g, f, o)
+TORCH_TO_TF_GATES = [0, 2, 1, 3]  # nn.LSTM blocks are (i, f, g, o); TF's are (i, j=g, f, o); its own inverse
 
 
 class TrainableBiLm(nn.Module):
@@ -87,10 +87,10 @@ class TrainableBiLm(nn.Module):
         return encode_distinct_tokens(self.char_encoder, chars)
 
     def run_direction(
-        self, direction: int, chars: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+        self, direction: int, inputs: torch.Tensor, h: torch.Tensor, c: torch.Tensor
     ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        """One direction over a window: -> every layer's outputs [(B, W, P)] (layer 0 = tokens), final h, c."""
-        inputs = self.encode_tokens(chars)  # (B, W, P)
+        """One direction over a window of token representations (B, W, P) (``encode_tokens``): -> every layer's
+        outputs [(B, W, P)] (layer 0 = the inputs), final h, c."""
         layers = [inputs]
         new_h, new_c = [], []
         for index, lstm in enumerate(self.directions[direction]):
@@ -105,13 +105,20 @@ class TrainableBiLm(nn.Module):
         return layers, torch.stack(new_h), torch.stack(new_c)
 
     def forward(
-        self, forward_chars: torch.Tensor, backward_chars: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+        self,
+        token_chars: torch.Tensor,
+        forward_tokens: torch.Tensor,
+        backward_tokens: torch.Tensor,
+        state: tuple[torch.Tensor, torch.Tensor],
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Both directions over a window: -> top outputs (2, B, W, P) after dropout, and the final h, c."""
+        """Both directions over a window: the step's distinct tokens' chars (U, C) are encoded once, each direction
+        reads its positions' rows ((B, W) indices) -> top outputs (2, B, W, P) after dropout, and the final h, c."""
         h, c = state
+        representations = self.char_encoder(token_chars)  # (U, P)
         tops, hs, cs = [], [], []
-        for direction, chars in enumerate((forward_chars, backward_chars)):
-            layers, h_d, c_d = self.run_direction(direction, chars, h[direction], c[direction])
+        for direction, positions in enumerate((forward_tokens, backward_tokens)):
+            inputs = representations[positions]  # (B, W, P)
+            layers, h_d, c_d = self.run_direction(direction, inputs, h[direction], c[direction])
             tops.append(F.dropout(layers[-1], self.dropout, self.training))
             hs.append(h_d)
             cs.append(c_d)
@@ -152,15 +159,42 @@ def log_uniform_sample(n: int, vocab_size: int, device: torch.device) -> torch.T
     return ids.clamp_(0, vocab_size - 1)
 
 
+def _gate_order(d: int) -> torch.Tensor:
+    """Row permutation between nn.LSTM's and TF's gate blocks of size ``d`` (the same both ways)."""
+    return torch.cat([torch.arange(g * d, (g + 1) * d) for g in TORCH_TO_TF_GATES])
+
+
+@torch.no_grad()
+def import_bilm(model: TrainableBiLm, bilm: BiLm) -> None:
+    """Copies an inference ``BiLm`` (e.g. a published or shipped model) into ``model``: char encoder and both LSTM
+    stacks; the softmax is not part of a model directory and is left as it is. The inverse of ``export_bilm``."""
+    if bilm.config.to_dict() != model.config.to_dict():
+        raise ConfigError("the model to start from has a different shape (options.json) than the one being trained")
+    model.char_encoder.load_state_dict(bilm.char_encoder.state_dict())
+    d = model.config.lstm.dim
+    p = model.config.lstm.projection_dim
+    order = _gate_order(d)
+    for trained_layers, source_layers in zip(model.directions, bilm.directions, strict=True):
+        for lstm, source in zip(trained_layers, source_layers, strict=True):
+            kernel = source.kernel.T[order]  # (4D, 2P) in nn.LSTM gate order, columns [x ; h]
+            lstm.weight_ih_l0.copy_(kernel[:, :p])
+            lstm.weight_hh_l0.copy_(kernel[:, p:])
+            bias = source.bias[order].clone()
+            bias[d : 2 * d] += FORGET_BIAS  # nn.LSTM's forget block carries TF's forget bias
+            lstm.bias_ih_l0.copy_(bias)
+            lstm.bias_hh_l0.zero_()
+            lstm.weight_hr_l0.copy_(source.projection.T)  # (P, D)
+
+
 @torch.no_grad()
 def export_bilm(model: TrainableBiLm) -> BiLm:
     """The trained network in the inference layout (``BiLm``), ready for ``save_weights``."""
     bilm = BiLm(model.config)
     bilm.char_encoder.load_state_dict(model.char_encoder.state_dict())
     d = model.config.lstm.dim
+    order = _gate_order(d)
     for trained_layers, target_layers in zip(model.directions, bilm.directions, strict=True):
         for lstm, target in zip(trained_layers, target_layers, strict=True):
-            order = torch.cat([torch.arange(g * d, (g + 1) * d) for g in TORCH_TO_TF_GATES])
             w_ih = lstm.weight_ih_l0[order]  # (4D, P) in TF gate order
             w_hh = lstm.weight_hh_l0[order]
             target.kernel.copy_(torch.cat([w_ih, w_hh], dim=1).T)  # (2P, 4D), rows [x ; h]

@@ -37,13 +37,14 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from elmo import model_cache, storage
-from elmo.api import validate_device
+from elmo.api import Elmo, validate_device
 from elmo.cli import add_debug_flag, run_cli
 from elmo.config import CharCNNConfig, ElmoConfig, LSTMConfig
 from elmo.errors import ConfigError, UsageError
+from elmo.model_dir import OPTIONS_FILE
 from elmo.retries import configure_client_retries
 from elmo.training.data import PackedCorpus, WindowBatcher, read_sentences
-from elmo.training.model import TrainableBiLm, export_bilm
+from elmo.training.model import TrainableBiLm, export_bilm, import_bilm
 from elmo.training.vocab import Vocabulary
 from elmo.weights import save_weights
 
@@ -120,6 +121,7 @@ class TrainConfig:
     dropout: float = 0.1
     optimizer: str = "adam"  # adam | adagrad (bilm-tf)
     learning_rate: float = 2e-3
+    final_learning_rate: float = 0.0  # > 0: the rate falls linearly from learning_rate to this at max_steps
     clip_norm: float = 10.0
     seed: int = 0
     checkpoint_every: int = 200
@@ -128,6 +130,8 @@ class TrainConfig:
     log_every: int = 20
     threads: int = 0  # torch threads on CPU (0 = torch default)
     max_hours: float = 0.0  # stop (after a checkpoint) when this much wall time has passed; 0 = no limit
+    init_from: str = ""  # model directory whose char CNN and LSTMs a new run starts from (the softmax starts fresh)
+    softmax_warmup_steps: int = 0  # first steps train only the softmax (the network is frozen and run without grad)
     model: dict = field(default_factory=dict)  # options.json of the model
 
 
@@ -204,8 +208,23 @@ class Trainer:
         return True
 
     # -- training ----------------------------------------------------------------------------------------------
+    def start_from_model(self) -> None:
+        """Copies ``init_from``'s char CNN and LSTMs into the fresh model (a new run only; a resumed run has its
+        checkpoint)."""
+        import_bilm(self.model, Elmo.from_directory(self.config.init_from).bilm.to(self.device))
+
+    def learning_rate_at(self, step: int) -> float:
+        """The schedule, a function of the step only (so resume is exact): constant, or with
+        ``final_learning_rate`` a linear fall to it at ``max_steps``."""
+        config = self.config
+        if not config.final_learning_rate or not config.max_steps:
+            return config.learning_rate
+        progress = min(step / config.max_steps, 1.0)
+        return config.learning_rate + (config.final_learning_rate - config.learning_rate) * progress
+
     def train_step(self) -> float:
-        """One window of both directions; returns the mean of the two directions' losses."""
+        """One window of both directions; returns the mean of the two directions' losses. During the softmax
+        warm-up (``softmax_warmup_steps``) the network runs without gradients and only the softmax learns."""
         config = self.config
         torch.manual_seed(config.seed * 1_000_003 + self.step * 7919 + self.rank)  # exact resume
         if self.step > 0 and self.batcher.epoch_of(self.step) != self.batcher.epoch_of(self.step - 1):
@@ -213,8 +232,12 @@ class Trainer:
         batch = self.batcher.batch(self.step)
         to = lambda a: torch.from_numpy(a).to(self.device)  # noqa: E731
         self.model.train()
-        network = self.ddp or self.model
-        tops, h, c = network(to(batch.forward_chars), to(batch.backward_chars), self.state)  # (2, B, W, P)
+        warming_up = self.step < config.softmax_warmup_steps
+        network = self.model if warming_up else (self.ddp or self.model)
+        with torch.set_grad_enabled(not warming_up):
+            tops, h, c = network(
+                to(batch.token_chars), to(batch.forward_tokens), to(batch.backward_tokens), self.state
+            )  # (2, B, W, P)
         self.state = (h.detach(), c.detach())
         losses = []
         for direction, targets in enumerate((batch.forward_targets, batch.backward_targets)):
@@ -225,6 +248,8 @@ class Trainer:
             else:
                 losses.append(self.model.full_softmax_loss(top, flat_targets))
         loss = 0.5 * (losses[0] + losses[1])
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate_at(self.step)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_norm)
@@ -242,6 +267,8 @@ class Trainer:
         """Trains to ``max_steps`` (or ``max_hours``), logging, evaluating and checkpointing as configured."""
         config = self.config
         resumed = self.load_checkpoint()
+        if not resumed and config.init_from:
+            self.start_from_model()
         if self.rank == 0:
             print(
                 f"{'resumed at' if resumed else 'starting at'} step {self.step}; {self.batcher.corpus.n_tokens:,} "
@@ -308,7 +335,7 @@ def heldout_perplexity(
             window = streams[direction][start : start + unroll + 1]
             chars = torch.from_numpy(corpus.type_chars[window[:-1]]).unsqueeze(0).to(device)
             targets = torch.from_numpy(corpus.type_targets[window[1:]]).to(device)
-            layers, h_d, c_d = model.run_direction(direction, chars, h[direction], c[direction])
+            layers, h_d, c_d = model.run_direction(direction, model.encode_tokens(chars), h[direction], c[direction])
             total[direction] += float(model.full_softmax_loss(layers[-1][0], targets)) * unroll
             new_h.append(h_d)
             new_c.append(c_d)
@@ -390,6 +417,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--export", default="", help="export the model here when training ends")
     parser.add_argument("--options", default="", help="options.json of the model to train (default: small)")
     parser.add_argument(
+        "--init-from",
+        default="",
+        metavar="MODEL_DIR",
+        help="start a new run from this model directory's char CNN and LSTMs (its options.json sets the shape; "
+        "the softmax starts fresh: see --softmax-warmup-steps); e.g. continue the built-in model on more text",
+    )
+    parser.add_argument(
         "--recipe",
         choices=["default", "bilm-tf"],
         default="default",
@@ -406,11 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
         "eval_tokens",
         "log_every",
         "threads",
+        "softmax_warmup_steps",
     ):
         parser.add_argument(
             "--" + name.replace("_", "-"), type=int, default=None, help=f"default {getattr(defaults, name)}"
         )
-    for name in ("dropout", "learning_rate", "clip_norm", "max_hours"):
+    for name in ("dropout", "learning_rate", "final_learning_rate", "clip_norm", "max_hours"):
         parser.add_argument(
             "--" + name.replace("_", "-"), type=float, default=None, help=f"default {getattr(defaults, name)}"
         )
@@ -422,14 +457,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Flags -> TrainConfig (recipe defaults first, explicit flags override)."""
-    config = TrainConfig(train=args.train, heldout=args.heldout, vocab=args.vocab, out=args.out)
+    config = TrainConfig(
+        train=args.train, heldout=args.heldout, vocab=args.vocab, out=args.out, init_from=args.init_from
+    )
     if args.recipe == "bilm-tf":
         config.optimizer, config.learning_rate, config.n_negative_samples, config.batch_size = "adagrad", 0.2, 8192, 128
     for name in asdict(config):
         value = getattr(args, name, None)
-        if value is not None and name not in ("train", "heldout", "vocab", "out"):
+        if value is not None and name not in ("train", "heldout", "vocab", "out", "init_from"):
             setattr(config, name, value)
-    model = ElmoConfig.from_json(model_cache.local_file(args.options)) if args.options else small_english_config()
+    if args.init_from and args.options:
+        raise UsageError("--init-from takes the model's shape from its options.json: leave out --options")
+    if args.init_from:
+        model = ElmoConfig.from_json(model_cache.local_file(storage.join(args.init_from, OPTIONS_FILE)))
+    elif args.options:
+        model = ElmoConfig.from_json(model_cache.local_file(args.options))
+    else:
+        model = small_english_config()
     config.model = model.to_dict()
     check_train_config(config)
     return config
@@ -440,7 +484,7 @@ def check_train_config(config: TrainConfig) -> None:
     a non-finite or non-positive learning rate or clip norm, ...)."""
     minimums = {
         "batch_size": 1, "unroll_steps": 1, "max_steps": 0, "n_negative_samples": 0, "checkpoint_every": 1,
-        "eval_every": 1, "eval_tokens": 0, "log_every": 1, "threads": 0, "seed": 0,
+        "eval_every": 1, "eval_tokens": 0, "log_every": 1, "threads": 0, "seed": 0, "softmax_warmup_steps": 0,
     }  # fmt: skip
     for name, minimum in minimums.items():
         if getattr(config, name) < minimum:
@@ -449,10 +493,19 @@ def check_train_config(config: TrainConfig) -> None:
         value = getattr(config, name)
         if not math.isfinite(value) or value <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive finite number, not {value}")
+    if not math.isfinite(config.final_learning_rate) or config.final_learning_rate < 0:
+        raise UsageError(
+            f"--final-learning-rate must be a finite number >= 0 (0 = constant rate), not {config.final_learning_rate}"
+        )
     if not 0 <= config.dropout < 1:
         raise UsageError(f"--dropout must be in [0, 1), not {config.dropout}")
     if not math.isfinite(config.max_hours) or config.max_hours < 0:
         raise UsageError(f"--max-hours must be a finite number >= 0 (0 = no limit), not {config.max_hours}")
+
+
+def world_size() -> int:
+    """Processes of a ``torchrun`` launch (1 without it)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -479,9 +532,11 @@ def _main(argv: list[str]) -> int:
     if not (args.train and args.vocab):
         raise UsageError("--train and --vocab are required for training")
     config = config_from_args(args)
+    if world_size() > 1 and config.softmax_warmup_steps:
+        raise UsageError("--softmax-warmup-steps runs on one process only (its softmax updates are not all-reduced)")
     if config.threads:
         torch.set_num_threads(config.threads)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = world_size()
     if world > 1:
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend)
