@@ -66,6 +66,34 @@ def upload_file(local: str | os.PathLike, url: str) -> None:
     with_retries(put, f"writing {url}")
 
 
+def exists(path: str | os.PathLike) -> bool:
+    """Whether a local file or a gs:// / s3:// object exists (remote: with retries)."""
+    path = os.fspath(path)
+    if not is_remote(path):
+        return os.path.exists(path)
+    import fsspec
+
+    def check() -> bool:
+        fs, target = fsspec.core.url_to_fs(path)
+        return fs.exists(target)
+
+    return with_retries(check, f"looking for {path}")
+
+
+def download_file(url: str, local: str | os.PathLike) -> None:
+    """Copies ``url`` (local path or gs:// / s3://) to the local file ``local``, with retries of the whole copy."""
+    if not is_remote(url):
+        shutil.copyfile(url, local)
+        return
+    import fsspec
+
+    def get() -> None:
+        fs, source = fsspec.core.url_to_fs(url)
+        fs.get_file(source, os.fspath(local))
+
+    with_retries(get, f"reading {url}")
+
+
 def write_bytes(url: str, data: bytes) -> None:
     """Writes (replaces) a small file, local or remote."""
     with tempfile.NamedTemporaryFile(delete=False) as tmp:

@@ -75,6 +75,46 @@ def _same_as_reference(summary: dict, reference: dict, tmp_path: Path, atol: flo
 
 
 @pytest.mark.integration
+def test_training_state_lives_on_the_store_and_a_resumed_run_equals_an_uninterrupted_one(stores, tmp_path):
+    """A run whose --out is a gs:// prefix keeps its whole state there: a second machine (here: a second call with
+    nothing local) resumes from the store, and the loss curve equals one run straight through locally."""
+    import torch
+
+    from elmo import storage
+    from elmo.training.train import main as train_main
+    from tests.test_train import TINY_OPTIONS
+
+    corpus = _tiny_training_corpus(tmp_path)
+    (corpus / "options.json").write_text(json.dumps(TINY_OPTIONS))
+    argv = ["--train", str(corpus / "train-0.txt"), "--vocab", str(corpus / "vocab.txt")]
+    argv += ["--options", str(corpus / "options.json"), "--batch-size", "4", "--unroll-steps", "10"]
+    argv += ["--n-negative-samples", "32", "--threads", "1", "--max-steps", "8", "--checkpoint-every", "3"]
+    assert train_main([*argv, "--out", str(tmp_path / "local")]) == 0
+    straight = torch.load(tmp_path / "local" / "checkpoint-rank0.pt", weights_only=True)["history"]
+    remote = f"gs://{BUCKETS['gs']}/train-run"
+    assert train_main([*argv, "--out", remote, "--max-hours", "1e-9"]) == 0  # stops (and checkpoints) after step 1
+    assert _objects(remote) == ["checkpoint-rank0.pt"]
+    assert train_main([*argv, "--out", remote]) == 0  # resumes from the store
+    storage.download_file(f"{remote}/checkpoint-rank0.pt", tmp_path / "fetched.pt")
+    resumed = torch.load(tmp_path / "fetched.pt", weights_only=True)
+    assert resumed["step"] == 8
+    assert [r["loss"] for r in resumed["history"]] == [r["loss"] for r in straight]
+
+
+def _tiny_training_corpus(tmp_path: Path) -> Path:
+    from elmo.training.vocab import Vocabulary
+    from tests.conftest import golden_batches
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    lines = [" ".join(s) for batch in golden_batches("skip") for s in batch]
+    (corpus / "train-0.txt").write_text("\n".join(lines * 4) + "\n")
+    (corpus / "heldout.txt").write_text("\n".join(lines[:3]) + "\n")
+    Vocabulary.build([line.split() for line in lines], min_count=2).save(str(corpus / "vocab.txt"))
+    return corpus
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize("scheme", ["gs", "s3"])
 def test_pipeline_reads_model_and_inputs_and_writes_outputs_on_the_store(stores, scheme, tmp_path):
     started = time.monotonic()
@@ -382,17 +422,10 @@ def test_credentials_in_flags_are_refused_before_anything_runs():
 def test_training_reads_its_data_from_s3_and_exports_to_gs(stores, tmp_path):
     from elmo import Elmo
     from elmo.training.train import main as train_main
-    from elmo.training.vocab import Vocabulary
-    from tests.conftest import golden_batches
     from tests.test_train import TINY_OPTIONS
 
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    lines = [" ".join(s) for batch in golden_batches("skip") for s in batch]
-    (corpus / "train-0.txt").write_text("\n".join(lines * 4) + "\n")
-    (corpus / "heldout.txt").write_text("\n".join(lines[:3]) + "\n")
+    corpus = _tiny_training_corpus(tmp_path)
     (corpus / "options.json").write_text(json.dumps(TINY_OPTIONS))
-    Vocabulary.build([line.split() for line in lines], min_count=2).save(str(corpus / "vocab.txt"))
     data = f"s3://{BUCKETS['s3']}/corpus"
     upload_tree(corpus, data)
     export = f"gs://{BUCKETS['gs']}/trained"

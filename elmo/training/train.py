@@ -173,15 +173,14 @@ class Trainer:
         self.history: list[dict] = []
 
     # -- checkpoints -------------------------------------------------------------------------------------------
-    def checkpoint_path(self) -> Path:
-        """Where this rank's latest checkpoint lives."""
-        return Path(self.config.out) / f"checkpoint-rank{self.rank}.pt"
+    def checkpoint_path(self) -> str:
+        """Where this rank's latest checkpoint lives: under ``--out``, a local folder or a gs:// / s3:// prefix (on a
+        store, the run's whole state outlives the machine that trains it)."""
+        return storage.join(self.config.out, f"checkpoint-rank{self.rank}.pt")
 
     def save_checkpoint(self) -> None:
-        """Writes {config, state_dict, optimizer, step, carried state, history} atomically."""
-        path = self.checkpoint_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        """Writes {config, state_dict, optimizer, step, carried state, history} atomically: locally by renaming a
+        finished file, on a store by uploading a finished file (an object appears whole or not at all)."""
         checkpoint = {
             "config": asdict(self.config),
             "state_dict": self.model.state_dict(),
@@ -190,16 +189,32 @@ class Trainer:
             "lstm_state": [t.cpu() for t in self.state],
             "history": self.history,
         }
-        torch.save(plain_data(checkpoint), tmp)  # loadable with weights_only=True
+        target = self.checkpoint_path()
+        if storage.is_remote(target):
+            with tempfile.TemporaryDirectory() as tmp:
+                local = os.path.join(tmp, "checkpoint.pt")
+                torch.save(plain_data(checkpoint), local)  # loadable with weights_only=True
+                storage.upload_file(local, target)
+            return
+        path = Path(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(plain_data(checkpoint), tmp)
         os.replace(tmp, path)
 
     def load_checkpoint(self) -> bool:
         """Restores the latest checkpoint if there is one; returns whether it did (``read_checkpoint`` refuses
         unsafe or malformed files with ``CheckpointError``)."""
-        path = self.checkpoint_path()
-        if not path.exists():
+        target = self.checkpoint_path()
+        if not storage.exists(target):
             return False
-        saved = read_checkpoint(path, map_location=self.device)
+        if storage.is_remote(target):
+            with tempfile.TemporaryDirectory() as tmp:
+                local = os.path.join(tmp, "checkpoint.pt")
+                storage.download_file(target, local)
+                saved = read_checkpoint(local, map_location=self.device)
+        else:
+            saved = read_checkpoint(target, map_location=self.device)
         self.model.load_state_dict(saved["state_dict"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.step = saved["step"]
