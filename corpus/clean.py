@@ -9,6 +9,7 @@ import html
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
+from html.parser import HTMLParser
 
 _INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u2060\ufeff"), None)  # soft hyphen, zero-widths, BOM
 _SPACE_RE = re.compile(r"\s+")
@@ -215,3 +216,63 @@ def strip_wikitext(text: str, min_words: int = 8) -> list[str]:
         if len(paragraph.split()) >= min_words and is_mostly_text(paragraph):
             out.append(paragraph)
     return out
+
+
+# --- HTML manuals --------------------------------------------------------------------------------------------------
+
+
+class _ParagraphCollector(HTMLParser):
+    """Collects the text of ``<p>`` elements and of Publican's ``<div class="para">``; code (``<pre>``), scripts and
+    styles are skipped, inline markup inside a paragraph (``<code>``, ``<a>``, ``<em>``) keeps its text."""
+
+    SKIPPED = frozenset({"pre", "script", "style"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.paragraphs: list[str] = []
+        self._parts: list[str] = []
+        self._in_paragraph = False
+        self._skipping = 0
+        self._para_divs = 0  # open <div> elements since a <div class="para"> began (0: not in one)
+
+    def _flush(self) -> None:
+        paragraph = normalize_whitespace("".join(self._parts))
+        if paragraph and is_mostly_text(paragraph):
+            self.paragraphs.append(paragraph)
+        self._parts = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag in self.SKIPPED:
+            self._skipping += 1
+        elif tag == "p" or (tag == "div" and "para" in (dict(attrs).get("class") or "").split()):
+            self._flush()
+            self._in_paragraph = True
+            self._para_divs = 1 if tag == "div" else 0
+        elif tag == "div" and self._para_divs:
+            self._para_divs += 1
+        elif tag == "br":
+            self._parts.append(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.SKIPPED:
+            self._skipping = max(0, self._skipping - 1)
+        elif tag == "p" or (tag == "div" and self._para_divs == 1):
+            self._flush()
+            self._in_paragraph = False
+            self._para_divs = 0
+        elif tag == "div" and self._para_divs:
+            self._para_divs -= 1
+
+    def handle_data(self, data: str) -> None:
+        if self._in_paragraph and not self._skipping:
+            self._parts.append(data)
+
+
+def html_paragraphs(page: str) -> list[str]:
+    """The running-text paragraphs (``<p>`` elements) of an HTML page, whitespace-normalised, mostly-letter ones
+    only; code blocks, navigation, tables and headings are not paragraphs and are left out."""
+    collector = _ParagraphCollector()
+    collector.feed(page)
+    collector.close()
+    collector._flush()
+    return collector.paragraphs

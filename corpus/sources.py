@@ -132,6 +132,14 @@ def wikipedia(archives: list[Path], work: Path) -> Iterator[str]:
             element.clear()
 
 
+def html_manual(archives: list[Path], work: Path, pattern: str) -> Iterator[str]:
+    """The prose paragraphs of an HTML manual inside a Debian package (pages matching ``pattern`` under the
+    unpacked root, in name order); code blocks, tables and navigation are left out (``clean.html_paragraphs``)."""
+    root = _debs(archives, work)
+    for page in sorted(root.glob(pattern)):
+        yield from clean.html_paragraphs(page.read_text("utf-8", errors="replace"))
+
+
 # --- the catalogue ---------------------------------------------------------------------------------------------
 
 _SDIST = ("--no-binary", ":all:")
@@ -222,6 +230,36 @@ SOURCES: tuple[Source, ...] = (
         (Package("pip", "gensim", "4.4.0", _GENSIM_WHEEL),),
         "CC-BY-SA 3.0 (Wikipedia); attribution and share-alike apply to redistribution",
         wikipedia,
+    ),
+    # modern English: software manuals (technical prose of the 2000s-2020s; appended after the older sources so
+    # that duplicate removal and the held-out choice of the sentences above do not change)
+    Source(
+        "python-docs",
+        "The Python 3.11 documentation: tutorial, library and language reference, HOWTOs (HTML, prose only)",
+        (Package("apt", "python3.11-doc", "3.11.2-6+deb12u9"),),
+        "PSF License Version 2",
+        partial(html_manual, pattern="usr/share/doc/python3.11/html/**/*.html"),
+    ),
+    Source(
+        "postgresql-docs",
+        "The PostgreSQL 15 manual (HTML, prose only)",
+        (Package("apt", "postgresql-doc-15", "15.20-0+deb12u1"),),
+        "PostgreSQL License (BSD-like)",
+        partial(html_manual, pattern="usr/share/doc/postgresql-doc-15/html/*.html"),
+    ),
+    Source(
+        "django-docs",
+        "The Django 3.2 documentation (HTML, prose only)",
+        (Package("apt", "python-django-doc", "3:3.2.25-0+deb12u7"),),
+        "BSD-3-Clause",
+        partial(html_manual, pattern="usr/share/doc/python-django-doc/html/**/*.html"),
+    ),
+    Source(
+        "debian-handbook",
+        "The Debian Administrator's Handbook (Debian 11), English edition (HTML, prose only)",
+        (Package("apt", "debian-handbook", "11.20220922"),),
+        "GPL-2+ or CC-BY-SA 3.0 (keep the notice if the corpus is redistributed)",
+        partial(html_manual, pattern="usr/share/doc/debian-handbook/html/en-US/*.html"),
     ),
     Source(
         "kjv-bible",

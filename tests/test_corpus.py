@@ -150,6 +150,22 @@ def test_strip_wikitext_keeps_prose_only():
 # --- sentences and tokens -----------------------------------------------------------------------------------------
 
 
+def test_html_paragraphs_keep_prose_and_leave_out_code_and_navigation():
+    page = (
+        "<html><head><style>p { color: red }</style><script>var p = '<p>x</p>';</script></head><body>"
+        '<div class="nav"><a href="/">Home</a> | <a href="up.html">Up</a></div><h1>Tuples &amp; lists</h1>'
+        "<p>A <code>tuple</code> holds\n   several <em>values</em>;<br>it cannot change.</p>"
+        "<pre>&gt;&gt;&gt; t = (1, 2)\n<p>not prose</p></pre><p>12 34 56 78</p>"
+        '<div class="para">Publican wraps <div class="note">a note</div> paragraphs in divs.</div>'
+        "<table><tr><td>cell text</td></tr></table><p>Last one.</p></body></html>"
+    )
+    assert clean.html_paragraphs(page) == [
+        "A tuple holds several values; it cannot change.",
+        "Publican wraps a note paragraphs in divs.",
+        "Last one.",
+    ]
+
+
 def test_elmo_splitter_uses_the_inference_tokenizer():
     paragraph = "Mr. Smith didn't go. He stayed home!"
     expected = [s.texts() for s in Tokenizer().sentences(paragraph)]
