@@ -276,3 +276,38 @@ def html_paragraphs(page: str) -> list[str]:
     collector.close()
     collector._flush()
     return collector.paragraphs
+
+
+# --- man pages ------------------------------------------------------------------------------------------------------
+
+MAN_SKIPPED_SECTIONS = frozenset(
+    {"NAME", "SYNOPSIS", "SEE ALSO", "COLOPHON", "EXAMPLES", "EXAMPLE", "ATTRIBUTES", "LIBRARY", "FILES", "AUTHORS",
+     "AUTHOR", "COPYRIGHT"}
+)  # fmt: skip
+MAN_CODE_ENDINGS = (";", "{", "}")  # C declarations and prototypes listed in the text (prose ends otherwise)
+MAN_TEXT_INDENTS = (7, 14)  # body text and tagged-paragraph text; code blocks (.EX, .in +4n) sit deeper
+
+
+def man_paragraphs(rendered: str) -> list[str]:
+    """The prose paragraphs of one man page rendered by ``man -l`` with a very wide ``MANWIDTH`` (a paragraph per
+    line). Headers and footers, the sections in ``MAN_SKIPPED_SECTIONS`` (synopses, examples, references), code
+    blocks (any line not at one of ``MAN_TEXT_INDENTS``) and C declarations (``MAN_CODE_ENDINGS``) are left out."""
+    lines = [line.rstrip() for line in re.sub(r".\x08", "", rendered).split("\n")]
+    filled = [i for i, line in enumerate(lines) if line.strip()]
+    if len(filled) < 3:
+        return []
+    out: list[str] = []
+    section = ""
+    for line in lines[filled[0] + 1 : filled[-1]]:  # without the page's header and footer lines
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip(" "))
+        if indent == 0:
+            section = line.strip().upper()
+            continue
+        if section in MAN_SKIPPED_SECTIONS or indent not in MAN_TEXT_INDENTS:
+            continue
+        paragraph = normalize_whitespace(line)
+        if is_mostly_text(paragraph) and not paragraph.endswith(MAN_CODE_ENDINGS):
+            out.append(paragraph)
+    return out

@@ -140,6 +140,18 @@ def html_manual(archives: list[Path], work: Path, pattern: str) -> Iterator[str]
         yield from clean.html_paragraphs(page.read_text("utf-8", errors="replace"))
 
 
+def man_pages(archives: list[Path], work: Path) -> Iterator[str]:
+    """The prose of every man page in the packages (``usr/share/man/man*/``), rendered by ``man -l`` (man-db and
+    groff, in the Debian base system); ``.so`` links to other pages are skipped."""
+    root = _debs(archives, work)
+    env = {**os.environ, "MANWIDTH": "100000", "MAN_KEEP_FORMATTING": "", "LC_ALL": "C.UTF-8"}
+    for page in sorted(root.glob("usr/share/man/man*/*.gz")):
+        if gzip.decompress(page.read_bytes()).lstrip().startswith(b".so "):
+            continue
+        rendered = subprocess.run(["man", "-l", str(page)], env=env, capture_output=True, check=False).stdout
+        yield from clean.man_paragraphs(rendered.decode("utf-8", errors="replace"))
+
+
 # --- the catalogue ---------------------------------------------------------------------------------------------
 
 _SDIST = ("--no-binary", ":all:")
@@ -260,6 +272,13 @@ SOURCES: tuple[Source, ...] = (
         (Package("apt", "debian-handbook", "11.20220922"),),
         "GPL-2+ or CC-BY-SA 3.0 (keep the notice if the corpus is redistributed)",
         partial(html_manual, pattern="usr/share/doc/debian-handbook/html/en-US/*.html"),
+    ),
+    Source(
+        "man-pages",
+        "The Linux man-pages project: system calls, C library, file formats, overviews (sections 2-7; prose only)",
+        (Package("apt", "manpages", "6.03-2"), Package("apt", "manpages-dev", "6.03-2")),
+        "Linux man-pages licenses: mostly GPL-2.0-or-later, Linux-man-pages-copyleft, BSD and MIT-style, per page",
+        man_pages,
     ),
     Source(
         "kjv-bible",

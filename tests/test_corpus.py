@@ -166,6 +166,37 @@ def test_html_paragraphs_keep_prose_and_leave_out_code_and_navigation():
     ]
 
 
+def test_man_paragraphs_keep_prose_sections_only():
+    pad = " " * 7
+    rendered = "\n".join(
+        [
+            "pipe(7)                Miscellaneous Information Manual                pipe(7)",
+            "",
+            "NAME",
+            f"{pad}pipe - overview of pipes and FIFOs",
+            "SYNOPSIS",
+            f"{pad}#include <unistd.h>",
+            "DESCRIPTION",
+            f"{pad}Pipes and FIFOs provide a unidirectional  interprocess communication channel.",
+            f"{pad}-a, --all",
+            f"{pad}       do not ignore entries starting with a dot.",
+            f"{pad}    struct utmp ut; /* a code block sits deeper */",
+            f"{pad}bool_t xdr_wrapstring(XDR *xdrs, char **sp);",
+            f"{pad}B\x08Bo\x08ol\x08ld text is overstruck by some renderers.",
+            "EXAMPLES",
+            f"{pad}The program below shows how to use a pipe.",
+            "",
+            "Linux man-pages 6.03            2023-02-05                 pipe(7)",
+        ]
+    )
+    assert clean.man_paragraphs(rendered) == [
+        "Pipes and FIFOs provide a unidirectional interprocess communication channel.",
+        "-a, --all",
+        "do not ignore entries starting with a dot.",
+        "Bold text is overstruck by some renderers.",
+    ]  # an option tag alone is left to the sentence filter (fewer than 3 tokens)
+
+
 def test_elmo_splitter_uses_the_inference_tokenizer():
     paragraph = "Mr. Smith didn't go. He stayed home!"
     expected = [s.texts() for s in Tokenizer().sentences(paragraph)]
