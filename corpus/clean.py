@@ -269,8 +269,8 @@ class _ParagraphCollector(HTMLParser):
 
 
 def html_paragraphs(page: str) -> list[str]:
-    """The running-text paragraphs (``<p>`` elements) of an HTML page, whitespace-normalised, mostly-letter ones
-    only; code blocks, navigation, tables and headings are not paragraphs and are left out."""
+    """The running-text paragraphs (``<p>`` and Publican ``<div class="para">`` elements) of an HTML page,
+    whitespace-normalised, mostly-letter ones only; code blocks, navigation, tables and headings are left out."""
     collector = _ParagraphCollector()
     collector.feed(page)
     collector.close()

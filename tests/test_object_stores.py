@@ -99,6 +99,15 @@ def test_training_state_lives_on_the_store_and_a_resumed_run_equals_an_uninterru
     resumed = torch.load(tmp_path / "fetched.pt", weights_only=True)
     assert resumed["step"] == 8
     assert [r["loss"] for r in resumed["history"]] == [r["loss"] for r in straight]
+    # the store's checkpoint exports directly, like a local one
+    assert train_main(["--export-checkpoint", f"{remote}/checkpoint-rank0.pt", "--export", str(tmp_path / "m")]) == 0
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "options.json",
+        "training.json",
+        "vocab.txt",
+        "weights.hdf5",
+    ]
+    assert train_main(["--export-checkpoint", f"{remote}/no-such.pt", "--export", str(tmp_path / "n")]) == 2
 
 
 def _tiny_training_corpus(tmp_path: Path) -> Path:

@@ -75,12 +75,20 @@ def plain_data(value: object) -> object:
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Loads a training checkpoint with torch's safe unpickler (``weights_only=True``) and checks its keys.
+    """Loads a training checkpoint (a local path, or a gs:// / s3:// URL: fetched to a temporary file first) with
+    torch's safe unpickler (``weights_only=True``) and checks its keys.
 
     Raises ``CheckpointError`` naming the file when it does not exist, is not a torch checkpoint, lacks a key, or
     holds anything beyond plain data (e.g. a pickled object that would run code): such a file is never loaded.
     """
     path = os.fspath(path)
+    if storage.is_remote(path):
+        if not storage.exists(path):
+            raise CheckpointError(f"checkpoint {path} does not exist")
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, "checkpoint.pt")
+            storage.download_file(path, local)
+            return read_checkpoint(local, map_location)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
@@ -208,13 +216,7 @@ class Trainer:
         target = self.checkpoint_path()
         if not storage.exists(target):
             return False
-        if storage.is_remote(target):
-            with tempfile.TemporaryDirectory() as tmp:
-                local = os.path.join(tmp, "checkpoint.pt")
-                storage.download_file(target, local)
-                saved = read_checkpoint(local, map_location=self.device)
-        else:
-            saved = read_checkpoint(target, map_location=self.device)
+        saved = read_checkpoint(target, map_location=self.device)
         self.model.load_state_dict(saved["state_dict"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.step = saved["step"]
