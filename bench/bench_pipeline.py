@@ -76,10 +76,12 @@ def token_budget_batches(units: list[list[str]], max_tokens: int) -> list[list[l
     return batches + ([current] if current else [])
 
 
-def bare_model(units: list[list[str]], threads: int, max_tokens: int, layers: str) -> tuple[float, float]:
+def bare_model(
+    units: list[list[str]], threads: int, max_tokens: int, layers: str, cache_size: int | None
+) -> tuple[float, float]:
     """Seconds to embed every unit with the built-in model (after loading it), and the cache hit rate."""
     torch.set_num_threads(threads)
-    model = Elmo.from_directory(BUILTIN)
+    model = Elmo.from_directory(BUILTIN, **({} if cache_size is None else {"token_cache_size": cache_size}))
     batches = token_budget_batches(units, max_tokens)
     start = time.perf_counter()
     for batch in batches:
@@ -87,11 +89,13 @@ def bare_model(units: list[list[str]], threads: int, max_tokens: int, layers: st
     return time.perf_counter() - start, model.cache_stats.hit_rate
 
 
-def pipeline(folder: Path, workers: int, max_tokens: int, layers: str) -> tuple[float, dict]:
+def pipeline(folder: Path, workers: int, max_tokens: int, layers: str, cache_size: int | None) -> tuple[float, dict]:
     """Wall seconds of the whole local job and its manifest counts."""
     with tempfile.TemporaryDirectory(prefix="elmo-bench-pipeline-") as out:
         argv = [sys.executable, "-m", "pipeline.run", f"--input={folder}/*", f"--output={out}", "--run_id=bench"]
         argv += [f"--max_batch_tokens={max_tokens}", f"--layers={layers}", "--torch_threads=1"]
+        if cache_size is not None:
+            argv.append(f"--token_cache_size={cache_size}")
         if workers > 1:
             argv += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
         env = dict(os.environ, PYTHONWARNINGS="ignore", NO_GCE_CHECK="true")
@@ -111,18 +115,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker processes / torch threads")
     parser.add_argument("--max-batch-tokens", type=int, default=2048, help="the pipeline's --max_batch_tokens")
     parser.add_argument("--layers", default="average", help="the pipeline's --layers")
+    parser.add_argument(
+        "--token-cache-size", type=int, default=None, help="both sides' token cache (default: the pipeline's)"
+    )
     args = parser.parse_args(argv)
     folder = corpus(args.tokens)
     tokenizer = Tokenizer.from_json((BUILTIN / "tokenizer.json").read_text(encoding="utf-8"))
     units, n_tokens = windows_of(folder, tokenizer)
     print(f"# Pipeline vs bare model ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, torch {torch.__version__})")
     print(f"machine: {describe_machine()}")
-    print(f"input: {folder}, {len(units)} windows, {n_tokens} tokens; built-in model, --layers={args.layers}\n")
+    cache = "default" if args.token_cache_size is None else args.token_cache_size
+    print(f"input: {folder}, {len(units)} windows, {n_tokens} tokens; built-in model, --layers={args.layers}, ", end="")
+    print(f"token cache size {cache}\n")
     print("| workers | pipeline wall s | pipeline tok/s | bare model s | bare tok/s | pipeline / bare | cache hits |")
     print("|---|---|---|---|---|---|---|")
     for workers in args.workers:
-        bare_s, hit_rate = bare_model(units, workers, args.max_batch_tokens, args.layers)
-        job_s, counts = pipeline(folder, workers, args.max_batch_tokens, args.layers)
+        bare_s, hit_rate = bare_model(units, workers, args.max_batch_tokens, args.layers, args.token_cache_size)
+        job_s, counts = pipeline(folder, workers, args.max_batch_tokens, args.layers, args.token_cache_size)
         embedded = counts["tokens"]
         if embedded != n_tokens:
             raise SystemExit(f"the job counted {embedded} tokens, the bare model {n_tokens}: not the same text")

@@ -31,6 +31,7 @@ from elmo.bf16 import bf16_refusal
 from elmo.chars import batch_to_ids
 from elmo.config import ElmoConfig
 from elmo.errors import ConfigError, ModelFilesError
+from elmo.malloc import keep_freed_memory
 from elmo.mix import LayerChoice, apply_layer_choice
 from elmo.model import Arithmetic, BiLm, BiLmState
 from elmo.model_dir import MODEL_FILES
@@ -159,6 +160,7 @@ class Elmo:
             raise ConfigError(f"initial_state must be one of {INITIAL_STATES}, not {initial_state!r}")
         self.device = validate_device(device)
         _check_speed_settings(token_cache_size, self.device, bf16)
+        keep_freed_memory()  # large per-batch tensors reuse the heap instead of faulting pages in (elmo.malloc)
         self.bilm = bilm.to(self.device).eval().requires_grad_(False)
         self.bilm.share_pair_storage()
         self.bilm.token_cache = TokenCache(int(token_cache_size)) if token_cache_size else None

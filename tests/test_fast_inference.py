@@ -3,7 +3,11 @@ lockstep LSTM (against the float64 oracle through the golden tests; here against
 
 from __future__ import annotations
 
+import os
+import platform
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -170,9 +174,6 @@ def test_bf16_arithmetic_stays_close_to_float32():
 
 
 def test_the_gpu_benchmark_says_no_gpu_clearly_on_a_cpu_only_machine():
-    import subprocess
-    import sys
-
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: bench/bench_gpu.py would measure it")
     done = subprocess.run(
@@ -216,3 +217,40 @@ def test_a_token_has_the_same_bits_among_short_or_long_neighbours():
     model.bilm.token_cache.clear()
     mixed = model.embed([[short, long_, "a", "incomprehensibilities"]], layers="all")[0][0, :2]  # layer 0
     assert mixed[0].tobytes() == alone[short] and mixed[1].tobytes() == alone[long_]
+
+
+_FAULTS_SCRIPT = """
+import resource, torch
+from elmo.malloc import keep_freed_memory
+applied = keep_freed_memory()
+def page_faults_of_one_batch():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    x = torch.ones(2, 2000, 128)
+    gates = torch.bmm(x, torch.ones(2, 128, 4096))  # (2, 2000, 4D): 64 MB, like the LSTM's input GEMM
+    outputs = gates[:, :, :128].tanh()
+    del x, gates, outputs
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+faults = [page_faults_of_one_batch() for _ in range(8)]
+print(applied, min(faults[-3:]))
+"""
+
+
+def _faults_after_warmup(setting: str) -> tuple[str, int]:
+    """(applied?, fewest page faults of one of the last 3 of 8 same-shaped "batches") in a fresh process with
+    ELMO_MALLOC=setting."""
+    env = dict(os.environ, ELMO_MALLOC=setting)
+    done = subprocess.run(
+        [sys.executable, "-c", _FAULTS_SCRIPT], cwd=REPO, env=env, capture_output=True, text=True, check=True
+    )
+    applied, faults = done.stdout.split()
+    return applied, int(faults)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting is glibc's")
+def test_freed_tensor_memory_is_reused_without_page_faults_unless_the_user_opts_out():
+    applied, faults = _faults_after_warmup("default")
+    assert applied == "True"
+    assert faults < 100  # the heap keeps the freed blocks: a batch like the last one faults nothing in
+    applied, faults = _faults_after_warmup("system")
+    assert applied == "False"
+    assert faults > 10_000  # glibc's own setting: a fresh mmap per batch, each 4 KB page faulted in (16,384+)
