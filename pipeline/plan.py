@@ -62,11 +62,12 @@ class RunPlan:
 
     def manifest_base(self, opts: EmbedOptions, runner: str | None) -> dict[str, Any]:
         """The manifest without its counts and outputs."""
+        own = option_names()
         return {
             "schema_version": SCHEMA_VERSION,
             "run_id": self.run_id,
             "runner": runner,
-            "options": {k: v for k, v in sorted(opts.get_all_options().items()) if k in option_names()},
+            "options": {k: v for k, v in sorted(opts.get_all_options().items()) if k in own},
             "input": {"glob": opts.input, "root": self.root, "files": [{"path": p, "bytes": n} for p, n in self.files]},
             "model": {
                 "dir": opts.model,
