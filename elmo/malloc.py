@@ -12,7 +12,8 @@ the process starts). After a few batches the heap holds what a batch needs and a
 ``small`` shape, 512 sentences: 275,000 page faults per pass -> 0; 5-20% less time per pass on 2 cores; the
 process keeps its peak: +80 MB resident for ``small``, +450 MB for ``original``).
 It is the one place where this project changes a process-wide setting; ``ELMO_MALLOC=system`` in the environment
-leaves malloc alone. Other C libraries (musl, macOS) are left alone too.
+leaves malloc alone (``keep`` is the default; any other value is warned about). Other C libraries (musl, macOS)
+are left alone too.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ import ctypes.util
 import os
 import platform
 import threading
+import warnings
 
-ENV_VARIABLE = "ELMO_MALLOC"  # "system": leave malloc's settings alone
+ENV_VARIABLE = "ELMO_MALLOC"  # "keep" (the default, also when unset) or "system": leave malloc's settings alone
+_SETTINGS = ("keep", "system")
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
 _M_MMAP_MAX = -4
 _TRIM_THRESHOLD = 2**31 - 1  # bytes of free heap top kept before trimming (mallopt takes an int: its largest)
@@ -45,7 +48,10 @@ def keep_freed_memory() -> bool:
 
 
 def _apply() -> bool:
-    if os.environ.get(ENV_VARIABLE, "").strip().lower() == "system":
+    setting = os.environ.get(ENV_VARIABLE, "").strip().lower() or "keep"
+    if setting not in _SETTINGS:
+        warnings.warn(f"{ENV_VARIABLE}={setting!r} is not one of {', '.join(_SETTINGS)}: using keep", stacklevel=3)
+    if setting == "system":
         return False
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False

@@ -235,22 +235,24 @@ print(applied, min(faults[-3:]))
 """
 
 
-def _faults_after_warmup(setting: str) -> tuple[str, int]:
+def _faults_after_warmup(setting: str) -> tuple[str, int, str]:
     """(applied?, fewest page faults of one of the last 3 of 8 same-shaped "batches") in a fresh process with
-    ELMO_MALLOC=setting."""
+    ELMO_MALLOC=setting, and the process's stderr."""
     env = dict(os.environ, ELMO_MALLOC=setting)
     done = subprocess.run(
         [sys.executable, "-c", _FAULTS_SCRIPT], cwd=REPO, env=env, capture_output=True, text=True, check=True
     )
     applied, faults = done.stdout.split()
-    return applied, int(faults)
+    return applied, int(faults), done.stderr
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting is glibc's")
 def test_freed_tensor_memory_is_reused_without_page_faults_unless_the_user_opts_out():
-    applied, faults = _faults_after_warmup("default")
+    applied, faults, _ = _faults_after_warmup("keep")
     assert applied == "True"
     assert faults < 100  # the heap keeps the freed blocks: a batch like the last one faults nothing in
-    applied, faults = _faults_after_warmup("system")
+    applied, faults, _ = _faults_after_warmup("system")
     assert applied == "False"
     assert faults > 10_000  # glibc's own setting: a fresh mmap per batch, each 4 KB page faulted in (16,384+)
+    applied, _, stderr = _faults_after_warmup("sytem")  # a typo is not silent
+    assert applied == "True" and "ELMO_MALLOC='sytem' is not one of keep, system" in stderr
