@@ -58,7 +58,7 @@ setup(
         ]
     ),
     # the default model (elmo.model_dir.default_model_dir) is installed inside the package, so every install finds it
-    package_data={"elmo": ["models/*/*"], "evaluation.polysemy": ["senses.jsonl", "README.md"]},
+    package_data={"elmo": ["models/*/*", "csrc/*.cpp"], "evaluation.polysemy": ["senses.jsonl", "README.md"]},
     install_requires=MODEL_REQUIRES + PIPELINE_REQUIRES,
     # "tools": the polysemy pictures (python -m evaluation.polysemy --plot) and python -m search.plot;
     # "corpus": the corpus builder's splitter; "search": the embedded vector index of python -m search.index /

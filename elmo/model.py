@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from elmo.chars import PAD_CHAR, bos_ids, eos_ids
 from elmo.config import N_CHARACTERS_INFERENCE, ElmoConfig
+from elmo.fused_step import can_fuse, cell_tail
 from elmo.token_cache import DEFAULT_CHUNK_ROWS, TokenCache, encode_in_chunks
 
 FORGET_BIAS = 1.0  # TensorFlow's LSTMCell adds this to the forget gate; it is not in the weights file.
@@ -239,19 +240,26 @@ class _PairStep:
         self, x_part: torch.Tensor, h: torch.Tensor, c: torch.Tensor, clip_counter: ClipCounter | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One step: x_part (2, n, 4D), previous h (2, n, P) and c (2, n, D) -> new (hidden, cell)."""
-        gates = self.matmul(h, self.hidden_kernel).add_(x_part)  # (2, n, 4D), h contiguous
-        i, j, f, o = gates.split(self.d, dim=-1)
+        gates = self.matmul(h, self.hidden_kernel)  # (2, n, 4D), h contiguous
+        if clip_counter is None and can_fuse(gates, x_part, c):
+            cell, hidden_input = cell_tail(gates, x_part, c, self.cell_clip)
+            return self._project(hidden_input, None), cell
+        i, j, f, o = gates.add_(x_part).split(self.d, dim=-1)
         cell = torch.addcmul(i.sigmoid_() * j.tanh_(), f.sigmoid_(), c)  # (2, n, D)
         if clip_counter is not None:
             clip_counter.add_cell(cell, self.cell_clip)
         if self.cell_clip:
             cell.clamp_(-self.cell_clip, self.cell_clip)
-        hidden = self.matmul(o.sigmoid_().mul_(torch.tanh(cell)), self.projection)  # (2, n, P)
+        return self._project(o.sigmoid_().mul_(torch.tanh(cell)), clip_counter), cell
+
+    def _project(self, hidden_input: torch.Tensor, clip_counter: ClipCounter | None) -> torch.Tensor:
+        """sigmoid(o) * tanh(cell) (2, n, D) -> the clipped projection, the new h (2, n, P)."""
+        hidden = self.matmul(hidden_input, self.projection)
         if clip_counter is not None:
             clip_counter.add_proj(hidden, self.proj_clip)
         if self.proj_clip:
             hidden.clamp_(-self.proj_clip, self.proj_clip)
-        return hidden, cell
+        return hidden
 
 
 def _chunked_rows(function, x: torch.Tensor, rows: int) -> torch.Tensor:

@@ -19,6 +19,8 @@ print(os.path.dirname(os.path.dirname(os.path.realpath(s.origin))) if s and s.or
   echo "Installing the project into $VENV_DIR (first use; torch is large) ..." >&2
   "$VENV_DIR/bin/python" -m pip install -q --upgrade pip
   "$VENV_DIR/bin/python" -m pip install -q -e ".[test]"
+  # Build the fused LSTM step now (once per machine, ~15 s; elmo/fused_step.py) rather than inside the first job.
+  "$VENV_DIR/bin/python" -c "from elmo.fused_step import fused_step_available; fused_step_available()"
   touch "$stamp"
 fi
 # shellcheck disable=SC1091

@@ -1,0 +1,111 @@
+"""The compiled LSTM step tail (elmo/fused_step.py, elmo/csrc/lstm_cell.cpp): built on this machine, equal to the
+eager step up to rounding, row-independent to the bit, and switched off cleanly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from elmo import fused_step, published_config
+from elmo.model import BiLm
+
+REPO = Path(__file__).resolve().parent.parent
+FUSES_HERE = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") and sys.platform == "linux"
+
+
+def eager_tail(gates, x_part, c, clip):
+    """The step's tail as elmo/model.py's eager path computes it (TF gate order i, j, f, o)."""
+    i, j, f, o = (gates + x_part).split(c.shape[-1], dim=-1)
+    cell = torch.addcmul(i.sigmoid() * j.tanh(), f.sigmoid(), c)
+    if clip:
+        cell = cell.clamp(-clip, clip)
+    return cell, o.sigmoid() * torch.tanh(cell)
+
+
+def random_step(dtype, rows=7, d=40, seed=0):
+    """gates (2, rows, 4D) contiguous; x_part a strided slice of a bigger buffer, as in the LSTM; c (2, rows, D)."""
+    generator = torch.Generator().manual_seed(seed)
+    gates = torch.randn(2, rows, 4 * d, generator=generator, dtype=dtype) * 3
+    x_all = torch.randn(2, 3 * rows, 4 * d, generator=generator, dtype=dtype) * 3
+    c = torch.randn(2, rows, d, generator=generator, dtype=dtype) * 4
+    return gates, x_all[:, rows : 2 * rows], c
+
+
+def test_the_fused_step_is_built_and_loaded_on_this_machine():
+    assert fused_step.fused_step_available() is FUSES_HERE
+    if FUSES_HERE:
+        assert (fused_step.extension_directory() / "elmo_fused.so").is_file()
+
+
+@pytest.mark.skipif(not FUSES_HERE, reason="the fused step is built only for AVX2/AVX-512 CPUs on Linux")
+@pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-6), (torch.float64, 1e-14)])
+@pytest.mark.parametrize("clip", [None, 3.0])
+def test_fused_tail_equals_the_eager_tail_up_to_rounding(dtype, atol, clip):
+    gates, x_part, c = random_step(dtype, d=40)  # D not a multiple of the vector width: the remainder path runs
+    assert not x_part.is_contiguous()
+    cell, hidden_input = fused_step.cell_tail(gates, x_part, c, clip)
+    expected_cell, expected_hidden_input = eager_tail(gates, x_part, c, clip)
+    torch.testing.assert_close(cell, expected_cell, atol=atol, rtol=0)
+    torch.testing.assert_close(hidden_input, expected_hidden_input, atol=atol, rtol=0)
+    if clip:
+        assert cell.abs().max() == clip  # the clip is reached on these inputs, and applied
+    assert (cell.abs() > 3.5).any() or clip  # without a clip, cells beyond it are kept
+
+
+@pytest.mark.skipif(not FUSES_HERE, reason="the fused step is built only for AVX2/AVX-512 CPUs on Linux")
+def test_a_row_gets_the_same_bits_alone_and_among_other_rows():
+    gates, x_part, c = random_step(torch.float32, rows=9, d=37)
+    cell, hidden_input = fused_step.cell_tail(gates, x_part, c, 3.0)
+    for row in (0, 4, 8):
+        one = slice(row, row + 1)
+        alone = fused_step.cell_tail(gates[:, one].contiguous(), x_part[:, one], c[:, one], 3.0)
+        assert torch.equal(alone[0], cell[:, one]) and torch.equal(alone[1], hidden_input[:, one])
+
+
+@pytest.mark.skipif(not FUSES_HERE, reason="the fused step is built only for AVX2/AVX-512 CPUs on Linux")
+def test_the_bilm_with_the_fused_step_matches_the_eager_bilm(monkeypatch):
+    torch.manual_seed(0)
+    bilm = BiLm(published_config("small")).double()
+    for parameter in bilm.parameters():
+        torch.nn.init.normal_(parameter, 0.0, 0.05)
+    char_ids = torch.randint(1, 200, (3, 6, 50))
+    char_ids[1, 4:] = 0  # a shorter sentence: rows stop at different steps
+    with torch.no_grad():
+        fused, _ = bilm(char_ids)
+        monkeypatch.setattr(fused_step, "_loaded", False)  # as if the build had failed: the eager step
+        eager, _ = bilm(char_ids)
+    torch.testing.assert_close(fused, eager, atol=1e-12, rtol=0)
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True, check=True
+    )
+
+
+def test_off_runs_the_eager_step_and_a_typo_is_warned_about():
+    check = "from elmo.fused_step import fused_step_available as f; print(f())"
+    assert run_python(check, ELMO_FUSED_STEP="off").stdout.strip() == "False"
+    typo = run_python(check, ELMO_FUSED_STEP="of")
+    assert typo.stdout.strip() == str(FUSES_HERE) and "ELMO_FUSED_STEP='of' is not one of" in typo.stderr
+
+
+def test_a_failed_build_falls_back_to_the_eager_step_with_a_warning(tmp_path):
+    """A machine where the build fails (here: the build folder cannot be created) still embeds, and says why."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the build folder should go")
+    code = (
+        "import torch; from elmo.fused_step import fused_step_available as f; print(f());"
+        "from elmo import Elmo; from elmo.model_dir import default_model_dir;"
+        "print(Elmo.from_directory(default_model_dir()).embed([['It', 'works', '.']])[0].shape)"
+    )
+    done = run_python(code, ELMO_EXTENSION_DIR=str(blocker))
+    lines = done.stdout.split("\n")
+    assert lines[0] == "False" and lines[1].startswith("(3, 3,")
+    if FUSES_HERE:
+        assert "the fused LSTM step could not be built or loaded" in done.stderr
