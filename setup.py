@@ -15,6 +15,8 @@ MODEL_REQUIRES = [
     "fsspec==2025.12.0",
     "gcsfs==2025.12.0",
     "s3fs==2025.12.0",
+    # builds the fused LSTM step (elmo/fused_step.py) with PyTorch's extension builder; g++ comes from the system
+    "ninja==1.13.2",
 ]
 PIPELINE_REQUIRES = [
     # The Python SDK; the Flink job server stays at Beam 2.62.0 (the newest Flink runner the Maven mirror serves),

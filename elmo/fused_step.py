@@ -115,6 +115,10 @@ def _build(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     log.warning("building the fused LSTM step once for this machine into %s (about 15 s)", directory)
     flags = _build_flags()
+    # ninja (a pinned dependency) sits next to this interpreter, which need not be on PATH (a venv not activated)
+    interpreter_bin = str(Path(sys.executable).parent)
+    if interpreter_bin not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([interpreter_bin, os.environ.get("PATH", "")])
     cpp_extension.load(
         name=_NAME,
         sources=[str(_SOURCE)],
