@@ -218,10 +218,7 @@ class Tokenizer:
         out: list[Token] = []
         for match in rules.token_re.finditer(view):
             value, at = match.group(), match.start()
-            if match.lastgroup == "word" and _may_split(value):
-                spans = self._split_word(value)
-            else:
-                spans = [(0, len(value))]
+            spans = self._split_word(value) if match.lastgroup == "word" else [(0, len(value))]
             for first, last in spans:
                 start, end = (at + first, at + last) if starts is None else (starts[at + first], starts[at + last])
                 out.append(Token(text[start:end], start, end))
@@ -305,12 +302,6 @@ def _view_char(cluster: str) -> str:
         return cluster
     base = _BASE_RE.search(cluster)
     return " " if base is None else base.group()
-
-
-def _may_split(word: str) -> bool:
-    """Whether ``_split_word`` can cut this word: only a final period or an apostrophe (contraction) can (most
-    words have neither; the check is 3x cheaper than the split)."""
-    return word[-1] == "." or "'" in word or "’" in word
 
 
 def _is_initial(value: str) -> bool:
