@@ -24,6 +24,10 @@ options/weights files, sentences, batches and thread count, with a zero initial 
   the same step GEMMs alone at the largest batch's row count, in the same process right after each timed pass (best
   of 5 rounds of 20 calls); the % is the median over the timed passes of each pass's ratio (the machine's speed
   drifts: two numbers measured minutes apart do not make a ratio).
+- LSTM % of its GEMMs alone: the same pass's LSTM GEMMs replayed alone with their exact shapes (every step's row
+  count, which falls as sentences end; unchunked; best of 2, right after the pass) over the LSTM's time: what the
+  loop adds to its GEMMs (elementwise tail, state bookkeeping, Python). The peak column above also charges the LSTM
+  for steps with fewer running rows than the largest batch, which run the GEMM further from its peak.
 - bf16: run even where the API refuses it (no AMX, no GPU), so that its error and speed are shown; the row says so.
 """
 
@@ -162,6 +166,7 @@ def measure_config(model: Model, sentences: Path, n_tokens: int, args, scratch: 
                 f"{r['lstm_gflops']:.0f}",
                 f"{r['gemm_peak_gflops']:.0f}",
                 f"{100 * r['lstm_share_of_peak']:.0f}%",
+                f"{100 * r['lstm_share_of_own_gemms']:.0f}%",
                 "-" if hit is None else f"{100 * hit:.0f}%",
                 note,
             ]
@@ -185,6 +190,7 @@ HEAD = [
     "LSTM GFLOP/s",
     "GEMM peak GFLOP/s",
     "LSTM % of peak",
+    "LSTM % of its GEMMs alone",
     "cache hit rate (cold pass)",
     "note",
 ]

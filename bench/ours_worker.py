@@ -7,8 +7,9 @@ Zero initial LSTM state for every batch (``initial_state="zeros"``, not stateful
 slower, so that its error and speed can be shown). The token cache is emptied before every pass (each pass starts
 cold; its hit rate is reported), unless ``--token-cache-size 0`` turns it off. The LSTM part is timed separately, and
 the GEMM peak at the step shapes is measured right after each pass (best of 5 rounds); reported: medians over the
-timed passes of the LSTM's GFLOP/s, of the peak and of their per-pass ratio. ``--gemm-peak no`` skips the peak, so
-that a whole-process timing holds only the embedding work.
+timed passes of the LSTM's GFLOP/s, of the peak and of their per-pass ratio, and the LSTM's time against its own
+GEMMs replayed alone with the pass's exact shapes (``replay_gemms``). ``--gemm-peak no`` skips the peak and the
+replay, so that a whole-process timing holds only the embedding work.
 """
 
 from __future__ import annotations
@@ -57,6 +58,50 @@ def gemm_peak(model, rows: int, repeats: int = 20, rounds: int = 5) -> float:
     return repeats * 2 * 2 * rows * (p * 4 * d + d * p) / best / 1e9
 
 
+def replay_gemms(model, calls: list[tuple], rounds: int = 2) -> float:
+    """Seconds of the LSTM's own GEMMs alone, replayed with the exact shapes of one pass (best of ``rounds``).
+
+    ``calls``: per layer-pair call, (input_dim, P, D, N, active_rows). Replayed per call: the input GEMM
+    (2, N, in) @ (2, in, 4D) + bias, then per step n: (2, n, P) @ (2, P, 4D) and (2, n, D) @ (2, D, P), in float32
+    on the model's device, on random data, without the chunking of the bit-exact mode. The LSTM's time over this is
+    what the loop adds to its GEMMs (the elementwise tail, state bookkeeping, Python)."""
+    import torch
+
+    device = model.device
+    operands = {}
+    for input_dim, p, d, n_rows, active_rows in calls:
+        key = (input_dim, p, d)
+        if key not in operands:
+            operands[key] = {
+                "input_kernel": torch.randn(2, input_dim, 4 * d, device=device),
+                "bias": torch.randn(2, 1, 4 * d, device=device),
+                "hidden_kernel": torch.randn(2, p, 4 * d, device=device),
+                "projection": torch.randn(2, d, p, device=device),
+                "rows": 0,
+            }
+        operands[key]["rows"] = max(operands[key]["rows"], n_rows, max(active_rows, default=0))
+    for entry in operands.values():
+        input_dim, rows, d = entry["input_kernel"].shape[1], entry["rows"], entry["projection"].shape[1]
+        entry["x"] = torch.randn(2, rows, input_dim, device=device)
+        entry["h"] = torch.randn(2, rows, entry["hidden_kernel"].shape[1], device=device)
+        entry["c"] = torch.randn(2, rows, d, device=device)
+    best = float("inf")
+    for _ in range(rounds):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for input_dim, p, d, n_rows, active_rows in calls:
+            entry = operands[(input_dim, p, d)]
+            torch.baddbmm(entry["bias"], entry["x"][:, :n_rows], entry["input_kernel"])
+            for n in active_rows:
+                torch.bmm(entry["h"][:, :n], entry["hidden_kernel"])
+                torch.bmm(entry["c"][:, :n], entry["projection"])
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def main() -> None:
     """Loads the model with ``Elmo.load`` and times ``embed_batch_tensor`` (token lists in, layers out)."""
     parser = build_parser(__doc__)
@@ -89,7 +134,7 @@ def main() -> None:
 
     # Per pass: LSTM seconds, and the GEMM peak measured right after that pass (so that a slower or faster spell of
     # this shared machine affects both sides of the ratio alike); FLOPs and largest row count of the last pass.
-    timing = {"pass_seconds": [], "pass_peaks": [], "flops": 0, "max_rows": 0}
+    timing = {"pass_seconds": [], "pass_peaks": [], "pass_replays": [], "flops": 0, "max_rows": 0, "calls": []}
     run_layer_pair = model_module.run_layer_pair
 
     def wait() -> None:  # GPU kernels run asynchronously: time them to their end
@@ -104,6 +149,9 @@ def main() -> None:
         timing["pass_seconds"][-1] += time.perf_counter() - start
         timing["flops"] += lstm_flops(layers, active_rows)
         timing["max_rows"] = max(timing["max_rows"], active_rows[0])
+        first = layers[0]
+        rows = [n for n in active_rows if n > 0]
+        timing["calls"].append((first.input_dim, first.projection.shape[1], first.cell_dim, sum(rows), rows))
         return result
 
     model_module.run_layer_pair = timed_layer_pair
@@ -115,6 +163,7 @@ def main() -> None:
     def peak_after_pass() -> None:
         if args.gemm_peak == "yes" and len(timing["pass_peaks"]) < len(timing["pass_seconds"]):
             timing["pass_peaks"].append(gemm_peak(model, max(timing["max_rows"], 1)))
+            timing["pass_replays"].append(replay_gemms(model, timing["calls"]))
 
     def before_pass():
         peak_after_pass()  # of the pass before (untimed: runs between passes)
@@ -123,6 +172,7 @@ def main() -> None:
             model.bilm.token_cache.reset_stats()
         timing["pass_seconds"].append(0.0)
         timing["flops"] = 0
+        timing["calls"] = []
 
     def report() -> dict:
         peak_after_pass()
@@ -131,11 +181,14 @@ def main() -> None:
         gflops = [timing["flops"] / max(seconds, 1e-9) / 1e9 for seconds in timing["pass_seconds"][timed]]
         peaks = timing["pass_peaks"][timed]
         shares = [g / p for g, p in zip(gflops, peaks, strict=True)] if peaks else []
+        replays = timing["pass_replays"][timed]
+        own = [r / s for r, s in zip(replays, timing["pass_seconds"][timed], strict=True)] if replays else []
         return {
             "cache_hit_rate": stats.hit_rate if model.bilm.token_cache is not None else None,
             "lstm_gflops": statistics.median(gflops) if gflops else None,
             "gemm_peak_gflops": statistics.median(peaks) if peaks else None,
             "lstm_share_of_peak": statistics.median(shares) if shares else None,
+            "lstm_share_of_own_gemms": statistics.median(own) if own else None,
         }
 
     n_params = sum(p.numel() for p in model.bilm.parameters())
