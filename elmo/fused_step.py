@@ -20,7 +20,9 @@ import hashlib
 import logging
 import os
 import platform
+import shutil
 import sys
+import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -94,11 +96,11 @@ def _load() -> bool:
     if setting == "off" or capability not in _CAPABILITY_FLAGS or platform.system() != "Linux":
         return False
     try:
-        directory = extension_directory()
-        library = directory / f"{_NAME}.so"
-        if not library.is_file():
-            _build(directory)
-        torch.ops.load_library(str(library))
+        library = extension_directory() / f"{_NAME}.so"
+        if library.is_file():
+            torch.ops.load_library(str(library))
+        else:
+            _build_and_install(library)
         return True
     except Exception as error:  # any build or load failure: the eager step, said once
         warnings.warn(
@@ -109,22 +111,29 @@ def _load() -> bool:
         return False
 
 
-def _build(directory: Path) -> None:
+def _build_and_install(library: Path) -> None:
+    """Builds the kernel in a private staging folder next to ``library`` (which also loads it into this process),
+    then moves it into place in one atomic rename: processes that start together each build, none ever loads a
+    half-written library, and the last rename wins with identical bytes."""
     from torch.utils import cpp_extension  # imported only to build: it pulls in setuptools
 
-    directory.mkdir(parents=True, exist_ok=True)
-    log.warning("building the fused LSTM step once for this machine into %s (about 15 s)", directory)
-    flags = _build_flags()
+    library.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="build-", dir=library.parent))
+    log.warning("building the fused LSTM step once for this machine into %s (about 15 s)", library.parent)
     # ninja (a pinned dependency) sits next to this interpreter, which need not be on PATH (a venv not activated)
     interpreter_bin = str(Path(sys.executable).parent)
     if interpreter_bin not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = os.pathsep.join([interpreter_bin, os.environ.get("PATH", "")])
-    cpp_extension.load(
-        name=_NAME,
-        sources=[str(_SOURCE)],
-        extra_cflags=flags,
-        extra_ldflags=["-fopenmp"],
-        build_directory=str(directory),
-        is_python_module=False,
-        verbose=False,
-    )
+    try:
+        cpp_extension.load(
+            name=_NAME,
+            sources=[str(_SOURCE)],
+            extra_cflags=_build_flags(),
+            extra_ldflags=["-fopenmp"],
+            build_directory=str(staging),
+            is_python_module=False,  # loads the staged library into this process (still mapped after the move)
+            verbose=False,
+        )
+        os.replace(staging / f"{_NAME}.so", library)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -109,3 +109,27 @@ def test_a_failed_build_falls_back_to_the_eager_step_with_a_warning(tmp_path):
     assert lines[0] == "False" and lines[1].startswith("(3, 3,")
     if FUSES_HERE:
         assert "the fused LSTM step could not be built or loaded" in done.stderr
+
+
+@pytest.mark.skipif(not FUSES_HERE, reason="the fused step is built only for AVX2/AVX-512 CPUs on Linux")
+def test_two_processes_building_at_once_both_load_it_and_leave_one_library(tmp_path):
+    """First use on a fresh machine by two workers at once (a Flink TaskManager's SDK workers): each builds in its
+    own staging folder and moves the library into place atomically; a third process then loads it without building."""
+    code = (
+        "import logging, torch; logging.basicConfig();"
+        "from elmo import fused_step; ok = fused_step.fused_step_available();"
+        "gates = torch.zeros(2, 1, 8); c = torch.zeros(2, 1, 2);"
+        "print(ok, fused_step.cell_tail(gates, gates, c, None)[0].sum().item())"
+    )
+    env = {**os.environ, "ELMO_EXTENSION_DIR": str(tmp_path)}
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    starts = [subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, **pipes) for _ in range(2)]
+    for process in starts:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err.decode()
+        assert out.decode().split() == ["True", "0.0"]  # c = sigmoid(0) * tanh(0) + sigmoid(0) * 0 = 0
+        assert b"building the fused LSTM step" in err
+    [folder] = tmp_path.iterdir()
+    assert [p.name for p in folder.iterdir()] == ["elmo_fused.so"]  # no staging folder left behind
+    third = run_python(code, ELMO_EXTENSION_DIR=str(tmp_path))
+    assert third.stdout.split() == ["True", "0.0"] and "building" not in third.stderr
