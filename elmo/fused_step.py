@@ -9,9 +9,10 @@ eager step only in float rounding (a few ulp; tested), and a row's bits still de
 The kernel is compiled on first use with PyTorch's C++ extension builder (g++ and ninja; ~15 s) into
 ``$ELMO_EXTENSION_DIR`` (default ``~/.cache/elmo-beam/extensions``), in a folder named by a hash of the source, the
 flags, the PyTorch and Python versions and the CPU's vector capability, so that a changed source or another machine
-builds its own; concurrent first uses wait on PyTorch's build lock. It is used for CPU tensors in float32/float64
-when PyTorch's CPU capability is AVX2 or AVX-512 and no gradient is needed; anything else, ``ELMO_FUSED_STEP=off``,
-or a failed build (warned once, with the reason) runs the eager step.
+builds its own; processes that start together each build in a staging folder and move the library into place
+atomically. It is used for CPU tensors in float32/float64 when PyTorch's CPU capability is AVX2 or AVX-512 and no
+gradient is needed; anything else, ``ELMO_FUSED_STEP=off``, or a failed build (warned once, with the reason) runs
+the eager step.
 """
 
 from __future__ import annotations
