@@ -30,9 +30,11 @@ from pathlib import Path
 
 import torch
 
+from elmo.env_settings import env_choice
+
 ENV_VARIABLE = "ELMO_FUSED_STEP"  # "auto" (the default, also when unset) or "off": always the eager step
 DIRECTORY_VARIABLE = "ELMO_EXTENSION_DIR"
-_SETTINGS = ("auto", "off")
+_SETTINGS = ("auto", "off")  # the first is the default
 _SOURCE = Path(__file__).with_name("csrc") / "lstm_cell.cpp"
 _NAME = "elmo_fused"  # the library name, and the operator namespace in the source (TORCH_LIBRARY)
 _CAPABILITY_FLAGS = {  # PyTorch's CPU capability -> how ATen's vector headers are compiled for it (as in ATen)
@@ -90,9 +92,7 @@ def _build_flags() -> list[str]:
 
 
 def _load() -> bool:
-    setting = os.environ.get(ENV_VARIABLE, "").strip().lower() or "auto"
-    if setting not in _SETTINGS:
-        warnings.warn(f"{ENV_VARIABLE}={setting!r} is not one of {', '.join(_SETTINGS)}: using auto", stacklevel=4)
+    setting = env_choice(ENV_VARIABLE, _SETTINGS)
     capability = torch.backends.cpu.get_cpu_capability()
     if setting == "off" or capability not in _CAPABILITY_FLAGS or platform.system() != "Linux":
         return False
@@ -121,10 +121,10 @@ def _build_and_install(library: Path) -> None:
     library.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="build-", dir=library.parent))
     log.warning("building the fused LSTM step once for this machine into %s (about 15 s)", library.parent)
-    # ninja (a pinned dependency) sits next to this interpreter, which need not be on PATH (a venv not activated)
-    interpreter_bin = str(Path(sys.executable).parent)
-    if interpreter_bin not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = os.pathsep.join([interpreter_bin, os.environ.get("PATH", "")])
+    # ninja (a pinned dependency) sits next to this interpreter, which need not be on PATH (a venv not activated);
+    # the builder finds it only on PATH, so it is added there when missing
+    if shutil.which("ninja") is None:
+        os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     try:
         cpp_extension.load(
             name=_NAME,

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import platform
 import threading
-import warnings
+
+from elmo.env_settings import env_choice
 
 ENV_VARIABLE = "ELMO_MALLOC"  # "keep" (the default, also when unset) or "system": leave malloc's settings alone
-_SETTINGS = ("keep", "system")
+_SETTINGS = ("keep", "system")  # the first is the default
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
 _M_MMAP_MAX = -4
 _TRIM_THRESHOLD = 2**31 - 1  # bytes of free heap top kept before trimming (mallopt takes an int: its largest)
@@ -48,10 +48,7 @@ def keep_freed_memory() -> bool:
 
 
 def _apply() -> bool:
-    setting = os.environ.get(ENV_VARIABLE, "").strip().lower() or "keep"
-    if setting not in _SETTINGS:
-        warnings.warn(f"{ENV_VARIABLE}={setting!r} is not one of {', '.join(_SETTINGS)}: using keep", stacklevel=3)
-    if setting == "system":
+    if env_choice(ENV_VARIABLE, _SETTINGS) == "system":
         return False
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
