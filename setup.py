@@ -24,6 +24,7 @@ PIPELINE_REQUIRES = [
     # s3:// filesystems and the Dataflow runner. pyarrow: the newest this Beam allows (< 26).
     "apache-beam[gcp,aws]==2.77.0",
     "pyarrow==25.0.1",
+    "orjson==3.13.0",  # the Vertex AI lines' vectors (transforms/write.py); also what Beam's gcp extra installs
 ]
 # the search index (search/): LanceDB, embedded (no server), local or gs:// / s3://
 SEARCH_REQUIRES = ["lancedb==0.40.0"]

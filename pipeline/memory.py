@@ -2,11 +2,14 @@
 
 The local runner keeps every PCollection that crosses a fused stage boundary in its own memory (no spilling to
 disk), and a grouping stage holds all of its input at once, decoded, and then once more re-encoded as one blob:
-all window vectors wait in the buffer of ``AssembleSentences``' join by sentence id until embedding has finished
+the window vectors wait in the buffer of ``AssembleSentences``' join by sentence id until embedding has finished
 (the peak without ``--token_vectors``), and every output record waits in the ``GroupByKey`` that Beam's file
 sinks add for a fixed ``num_shards`` (the peak with ``--token_vectors``: the Arrow tables hold every token
-vector). So a local run's peak grows with the corpus, not with batch or bundle sizes, and a big enough input is
-killed by the OS mid-run.
+vector). Without ``--token_vectors`` a window that is its whole sentence now crosses the join as its one sentence
+vector (transforms/assemble.py), so ordinary text holds far less there than the fit below assumes; the estimate
+keeps the all-token-vectors coefficient as an upper bound, because text made only of sentences longer than a
+window still sends every token's vector. So a local run's peak grows with the corpus, not with batch or bundle
+sizes, and a big enough input is killed by the OS mid-run.
 ``estimate_local_peak_bytes`` turns the input sizes (from the plan) into an estimated peak resident set, with
 coefficients measured by ``scripts/measure_local_memory.py`` (figures in docs/local-memory.md), and
 ``check_local_memory`` refuses the run up front, naming the runners that do not hold the whole corpus.

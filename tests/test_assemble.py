@@ -237,3 +237,55 @@ def test_carried_sentences_take_their_stored_vectors_next_to_embedded_ones():
             label="stats",
         )
         assert_that(errors, equal_to([]), label="errors")
+
+
+def _sentence_vector_bytes(records, label: str):
+    return records | label >> beam.Map(
+        lambda r: (r["id"], (r["sentence_vector"].dtype.str, r["sentence_vector"].tobytes()))
+    )
+
+
+@pytest.mark.parametrize("layers", ["average", "all"])
+def test_without_token_vectors_a_whole_sentence_window_crosses_the_join_as_its_sentence_vector_same_bits(layers):
+    tokenizer = Tokenizer.from_json((TINY_MODEL / "tokenizer.json").read_text())
+    docs = [
+        tokenize_document(Document("short", _sentences("Short", 30), "s.txt", 1), tokenizer, 8, 2),
+        tokenize_document(Document("long", " ".join(["w"] * 30) + ". And then.", "s.txt", 2), tokenizer, 8, 2),
+    ]
+    handler = ElmoModelHandler(str(TINY_MODEL), layers=layers, device="cpu")
+    vectors = _embedded(handler, docs)
+    assert {v.sentence_windows for v in vectors} == {1, len(docs[1].windows[0])} and len(docs[1].windows[0]) > 1
+
+    # what crosses the join: the (W,) sentence vector of a one-window sentence, a long sentence's windows whole
+    for v in vectors:
+        _, (tag, (window, data, shape, _)) = assemble._vectors_wire(v, reduce_whole_sentences=True)
+        if v.sentence_windows == 1:
+            assert (tag, window, shape, len(data)) == (assemble.SENTENCE_VECTOR, 0, (32,), 32 * 4)
+        else:
+            assert (tag, shape, len(data)) == (assemble.VECTORS, v.vectors.shape, v.vectors.nbytes)
+        _, (tag, (_, data, _, _)) = assemble._vectors_wire(v, reduce_whole_sentences=False)
+        assert tag == assemble.VECTORS and len(data) == v.vectors.nbytes
+
+    # the same records' sentence vectors, bit for bit, as when the token vectors are kept (nothing reduced early)
+    with local_pipeline() as p:
+        inputs = {
+            "doc": p | "Docs" >> beam.Create(docs),
+            "vectors": p | "Vectors" >> beam.Create(vectors),
+            "failed": p | "Failed" >> beam.Create([]),
+        }
+        reduced, _, _ = inputs | "Reduced" >> AssembleSentences(layers, "float32", "f" * 16, False)
+        full, _, _ = inputs | "Full" >> AssembleSentences(layers, "float32", "f" * 16, True)
+        both = (
+            {"reduced": _sentence_vector_bytes(reduced, "R"), "full": _sentence_vector_bytes(full, "F")}
+            | beam.CoGroupByKey()
+            | beam.Map(lambda kv: (len(kv[1]["full"]), kv[1]["reduced"] == kv[1]["full"]))
+        )
+        assert_that(both, equal_to([(1, True)] * (30 + 2)))
+
+
+def test_a_sentence_vector_for_a_sentence_of_several_windows_is_refused():
+    tokenizer = Tokenizer.from_json((TINY_MODEL / "tokenizer.json").read_text())
+    doc = tokenize_document(Document("long", " ".join(["w"] * 30) + ".", "s.txt", 1), tokenizer, 8, 2)
+    shell = assemble.sentence_shells(doc)[0]
+    with pytest.raises(ValueError, match="came as one sentence vector, but it has"):
+        assemble.sentence_record(shell, {}, "top", "float32", "f" * 16, False, reduced=np.zeros(32, np.float32))

@@ -22,10 +22,10 @@ from transforms.records import Document, SentenceWindow
 from transforms.tokenize import document_windows, tokenize_document
 
 WINDOWS = [
-    SentenceWindow("a", 0, 0, ("The", "cat", "sat", ".")),
-    SentenceWindow("a", 1, 0, ("It", "was", "warm", "and", "the", "sun", "shone", "all", "day", ".")),
-    SentenceWindow("b", 0, 0, ("Short",)),
-    SentenceWindow("b", 1, 0, ("東", "京", "😀", "naïve", "x" * 80)),
+    SentenceWindow("a", 0, 0, ("The", "cat", "sat", "."), 1),
+    SentenceWindow("a", 1, 0, ("It", "was", "warm", "and", "the", "sun", "shone", "all", "day", "."), 1),
+    SentenceWindow("b", 0, 0, ("Short",), 1),
+    SentenceWindow("b", 1, 0, ("東", "京", "😀", "naïve", "x" * 80), 1),
 ]
 
 
@@ -84,7 +84,7 @@ class _ExplodingHandler(ElmoModelHandler):
 
 
 def test_failed_batches_are_dead_lettered_window_by_window():
-    windows = [*WINDOWS, SentenceWindow("c", 0, 0, ("BOOM", "here"))]
+    windows = [*WINDOWS, SentenceWindow("c", 0, 0, ("BOOM", "here"), 1)]
     handler = _ExplodingHandler(str(TINY_MODEL), device="cpu", max_batch_tokens=2)  # "c" batched alone
     with local_pipeline() as p:
         vectors, failed = p | beam.Create(windows) | EmbedWindows(handler)
@@ -150,4 +150,4 @@ def test_assemble_merges_windows_and_dead_letters_incomplete_documents(model):
 def _window_vectors(window: SentenceWindow, vectors: np.ndarray):
     from transforms.records import WindowVectors
 
-    return WindowVectors(window.doc_id, window.sentence_index, window.window_index, vectors)
+    return WindowVectors(window.doc_id, window.sentence_index, window.window_index, vectors, window.sentence_windows)

@@ -65,20 +65,28 @@ def test_records_to_table_keeps_vectors_exactly(tmp_path, layers, dtype):
         assert row["token_starts"] == record["token_starts"].tolist()
 
 
-def test_vertex_json_is_the_vector_search_input_format():
-    record = _record(7, 3, "average", "float32", False)
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_vertex_json_is_the_vector_search_input_format(dtype):
+    record = _record(7, 3, "average", dtype, False)
     line = json.loads(vertex_json(record))
     assert set(line) == {"id", "embedding", "restricts"}
     assert line["id"] == "d7#0"
-    assert np.array_equal(
-        np.asarray(line["embedding"], dtype=np.float32), record["sentence_vector"]
-    )  # exact round trip
+    vector = record["sentence_vector"]
+    assert vector.dtype == np.dtype(dtype) and len(np.unique(vector)) > 1
+    assert np.array_equal(np.asarray(line["embedding"], dtype=vector.dtype), vector)  # exact round trip
     assert line["restricts"] == [
         {"namespace": "doc_id", "allow": ["d7"]},
         {"namespace": "source", "allow": ["s.txt"]},
     ]
     record["sentence_vector"][1] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
+        vertex_json(record)
+
+
+def test_vertex_json_refuses_text_that_is_not_utf8():
+    record = _record(1, 3, "average", "float32", False)
+    record["source"] = "bad-\udcff-name.txt"  # a file name's undecodable byte, as Python's os functions give it
+    with pytest.raises(TypeError, match="surrogates not allowed"):
         vertex_json(record)
 
 

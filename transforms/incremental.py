@@ -206,8 +206,10 @@ class _CarryOrEmbedFn(beam.DoFn):
         for doc_id, s, unchanged, windows in units:
             if stored is None:
                 self._to_embed.inc()
-                for w, tokens in enumerate(pickle.loads(windows)):
-                    yield beam.pvalue.TaggedOutput("embed", SentenceWindow(doc_id, s, w, tokens))
+                window_tokens = pickle.loads(windows)
+                for w, tokens in enumerate(window_tokens):
+                    window = SentenceWindow(doc_id, s, w, tokens, len(window_tokens))
+                    yield beam.pvalue.TaggedOutput("embed", window)
             else:
                 self._carried.inc()
                 yield doc_id, s, key, unchanged, stored

@@ -172,7 +172,7 @@ class ElmoModelHandler(ModelHandler[SentenceWindow, WindowVectors, Elmo]):
         self._cache_evictions.inc(counts.evictions)
         _PROGRESS.add(len(batch), sum(lengths), slots)
         return [
-            WindowVectors(w.doc_id, w.sentence_index, w.window_index, vectors)
+            WindowVectors(w.doc_id, w.sentence_index, w.window_index, vectors, w.sentence_windows)
             for w, vectors in zip(batch, outputs, strict=True)
         ]
 

@@ -69,6 +69,7 @@ class SentenceWindow:
     sentence_index: int
     window_index: int
     tokens: tuple[str, ...]
+    sentence_windows: int  # how many windows its sentence has (1: the window is the whole sentence)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -85,6 +86,7 @@ class WindowVectors:
     sentence_index: int
     window_index: int
     vectors: np.ndarray
+    sentence_windows: int  # as in its SentenceWindow
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,8 @@ def document_windows(tokenized: TokenizedDocument) -> list[SentenceWindow]:
     out = []
     for s, ((first, _), spans) in enumerate(zip(tokenized.sentence_tokens, tokenized.windows, strict=True)):
         for w, (start, end) in enumerate(spans):
-            out.append(SentenceWindow(tokenized.doc.doc_id, s, w, tokenized.tokens[first + start : first + end]))
+            tokens = tokenized.tokens[first + start : first + end]
+            out.append(SentenceWindow(tokenized.doc.doc_id, s, w, tokens, len(spans)))
     return out
 
 

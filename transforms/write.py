@@ -6,13 +6,13 @@ runner-determined sharding, which groups only the written files' names, never re
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Sequence
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
+import orjson
 import pyarrow as pa
 
 from transforms.metrics import counter
@@ -20,7 +20,6 @@ from transforms.metrics import counter
 SCHEMA_VERSION = 2  # of the sentence records and the manifest; 2 added each sentence's content ``key``
 SHARD_TEMPLATE = "-SSSSS-of-NNNNN"
 ARROW_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
-ROUND_TRIP_DIGITS = {"float32": 9, "float16": 5}  # significant digits that always read back to the same value
 PARQUET_ROWS_PER_TABLE = 256
 VERTEX_JSON = "vertex_json"  # not a column: a record's Vertex AI datapoint line, when assembling formatted it once
 
@@ -95,31 +94,25 @@ def records_to_table(records: Sequence[dict[str, Any]], schema: pa.Schema) -> pa
     return pa.Table.from_pydict(columns, schema=schema)
 
 
-@functools.cache
-def _float_format(dtype: np.dtype, n: int) -> str:
-    """``'%.9g, %.9g, ...'`` for ``n`` values of ``dtype``."""
-    return ", ".join([f"%.{ROUND_TRIP_DIGITS[np.dtype(dtype).name]}g"] * n)
-
-
 def vertex_json(record: dict[str, Any]) -> str:
     """One sentence record -> a Vertex AI Vector Search datapoint (JSON), with restricts on document and source.
 
-    Floats are written with the significant digits that read back to the same float32/float16 value (9 and 5,
-    ``ROUND_TRIP_DIGITS``), in one C-level format call per vector (~9x faster than formatting each numpy scalar).
+    Each float is written as the shortest decimal that reads back to the same float32 value (a float16 vector's
+    values are float32 values too, so they read back exactly as well), by orjson's numpy serializer: ~9x faster
+    than ``'%.9g' % value`` per value. Text that is not valid UTF-8 (a lone surrogate) raises.
     """
     vector = record["sentence_vector"]
     if not np.isfinite(vector).all():
         raise ValueError(f"non-finite sentence vector for {record['id']}")
-    numbers = _float_format(vector.dtype, len(vector)) % tuple(vector.tolist())
-    head = json.dumps({"id": record["id"]}, ensure_ascii=False)[:-1]
-    restricts = json.dumps(
-        [
+    point = {
+        "id": record["id"],
+        "embedding": np.ascontiguousarray(vector),
+        "restricts": [
             {"namespace": "doc_id", "allow": [record["doc_id"]]},
             {"namespace": "source", "allow": [record["source"]]},
         ],
-        ensure_ascii=False,
-    )
-    return f'{head}, "embedding": [{numbers}], "restricts": {restricts}}}'
+    }
+    return orjson.dumps(point, option=orjson.OPT_SERIALIZE_NUMPY).decode("utf-8")
 
 
 class WriteParquet(beam.PTransform):
