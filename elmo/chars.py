@@ -27,22 +27,34 @@ def _marker_token(char: int, width: int) -> np.ndarray:
     return ids + 1
 
 
-def token_to_ids(token: str, width: int = 50) -> np.ndarray:
-    """Char ids (+1 offset) of one token: shape (width,), int64.
+def tokens_to_ids(tokens: Sequence[str], width: int = 50) -> np.ndarray:
+    """Char ids (+1 offset) of each token: shape (len(tokens), width), int64, built in a few array operations.
 
     ``<S>`` and ``</S>`` map to the sentence-boundary pseudo tokens, as in both reference implementations.
-    Bytes beyond ``width - 2`` are dropped (this may cut a multi-byte character, as the originals do).
+    Bytes beyond ``width - 2`` are dropped (this may cut a multi-byte character, as the originals do); text that is
+    not valid UTF-8 (a lone surrogate) loses those characters.
     """
-    if token == BOS_TOKEN:
-        return _marker_token(BOS_CHAR, width)
-    if token == EOS_TOKEN:
-        return _marker_token(EOS_CHAR, width)
-    data = token.encode("utf-8", "ignore")[: width - 2]
-    ids = np.full(width, PAD_CHAR, dtype=np.int64)
-    ids[0] = BOW_CHAR
-    ids[1 : len(data) + 1] = np.frombuffer(data, dtype=np.uint8)
-    ids[len(data) + 1] = EOW_CHAR
-    return ids + 1
+    room = width - 2  # bytes between begin- and end-of-word
+    data = [token.encode("utf-8", "ignore")[:room] for token in tokens]
+    lengths = np.fromiter(map(len, data), dtype=np.intp, count=len(data))  # (U,)
+    raw = np.frombuffer(b"".join(d.ljust(room, b"\0") for d in data), dtype=np.uint8).reshape(len(data), room)
+    ids = np.full((len(data), width), PAD_CHAR, dtype=np.int64)
+    ids[:, 0] = BOW_CHAR
+    inside = np.arange(room) < lengths[:, None]  # (U, room): positions holding a byte of the token
+    ids[:, 1 : room + 1][inside] = raw[inside]
+    ids[np.arange(len(data)), lengths + 1] = EOW_CHAR
+    ids += 1
+    for row, token in enumerate(tokens):
+        if token == BOS_TOKEN:
+            ids[row] = _marker_token(BOS_CHAR, width)
+        elif token == EOS_TOKEN:
+            ids[row] = _marker_token(EOS_CHAR, width)
+    return ids
+
+
+def token_to_ids(token: str, width: int = 50) -> np.ndarray:
+    """Char ids (+1 offset) of one token: shape (width,), int64 (``tokens_to_ids`` of one token)."""
+    return tokens_to_ids([token], width)[0]
 
 
 def bos_ids(width: int = 50) -> np.ndarray:
@@ -58,15 +70,14 @@ def eos_ids(width: int = 50) -> np.ndarray:
 def batch_to_ids(sentences: Sequence[Sequence[str]], width: int = 50) -> np.ndarray:
     """Char ids of a batch, right-padded with all-zero tokens, without sentence boundaries.
 
-    Returns (B, T_max, width) int64, where T_max is the longest sentence (0 when all are empty).
+    Returns (B, T_max, width) int64, where T_max is the longest sentence (0 when all are empty). Each distinct
+    token's ids are built once, then gathered into place.
     """
     t_max = max((len(s) for s in sentences), default=0)
-    ids = np.zeros((len(sentences), t_max, width), dtype=np.int64)
-    cache: dict[str, np.ndarray] = {}
+    distinct: dict[str, int] = {}  # token -> its row in the table below (0: the all-zero padding token)
+    rows = np.zeros((len(sentences), t_max), dtype=np.intp)  # (B, T_max)
     for row, sentence in enumerate(sentences):
-        for col, token in enumerate(sentence):
-            token_ids = cache.get(token)
-            if token_ids is None:
-                token_ids = cache[token] = token_to_ids(token, width)
-            ids[row, col] = token_ids
-    return ids
+        rows[row, : len(sentence)] = [distinct.setdefault(token, len(distinct) + 1) for token in sentence]
+    table = np.zeros((len(distinct) + 1, width), dtype=np.int64)  # (U + 1, width)
+    table[1:] = tokens_to_ids(list(distinct), width)
+    return table[rows]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from elmo.chars import batch_to_ids, token_to_ids
+from elmo.chars import batch_to_ids, token_to_ids, tokens_to_ids
 
 
 def test_ascii_token():
@@ -35,3 +35,33 @@ def test_batch_is_right_padded_with_zero_tokens():
     assert (ids[1, 1:] == 0).all() and (ids[2] == 0).all()
     np.testing.assert_array_equal(ids[1, 0], token_to_ids("d"))
     assert batch_to_ids([]).shape == (0, 0, 50)
+
+
+def _ids_one_by_one(sentences, width=50):
+    """The plain per-token construction (the spec, docs/elmo-format.md), as an oracle for the array version."""
+    t_max = max((len(s) for s in sentences), default=0)
+    out = np.zeros((len(sentences), t_max, width), dtype=np.int64)
+    for row, sentence in enumerate(sentences):
+        for col, token in enumerate(sentence):
+            if token in ("<S>", "</S>"):
+                ids = [258, 256 if token == "<S>" else 257, 259] + [260] * (width - 3)
+            else:
+                data = list(token.encode("utf-8", "ignore")[: width - 2])
+                ids = [258, *data, 259] + [260] * (width - 2 - len(data))
+            out[row, col] = np.asarray(ids) + 1
+    return out
+
+
+def test_batch_ids_equal_the_token_by_token_construction():
+    long = "x" + "é" * 30  # cut inside a character
+    sentences = [
+        ["The", "bank", "of", "the", "river", "bank", "."],
+        ["<S>", "é", "日本語", long, "a" * 48, "b" * 49, "</S>"],
+        ["lone\ud800surrogate", "\U0001f600", "<S/>", "bank"],
+        [],
+        ["a"],
+    ]
+    for width in (50, 12):
+        np.testing.assert_array_equal(batch_to_ids(sentences, width), _ids_one_by_one(sentences, width))
+    np.testing.assert_array_equal(tokens_to_ids(["bank", "<S>"]), _ids_one_by_one([["bank", "<S>"]])[0])
+    assert tokens_to_ids([]).shape == (0, 50)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import fsspec
 import numpy as np
 
-from elmo.chars import BOS_TOKEN, EOS_TOKEN, token_to_ids
+from elmo.chars import BOS_TOKEN, EOS_TOKEN, tokens_to_ids
 from elmo.training.vocab import Vocabulary
 
 
@@ -62,7 +62,7 @@ class PackedCorpus:
         if shuffle_seed is not None:  # one fixed sentence order (bilm-tf shuffles sentences within shards)
             random.Random(shuffle_seed).shuffle(encoded)
         names = list(types)
-        self.type_chars = np.stack([token_to_ids(t, max_characters) for t in names])  # (types, C)
+        self.type_chars = tokens_to_ids(names, max_characters)  # (types, C)
         self.type_targets = np.asarray([vocab.id(t) for t in names], dtype=np.int64)  # (types,)
         self.forward_stream = np.concatenate(encoded)
         self.backward_stream = np.concatenate([s[::-1] for s in reversed(encoded)])
