@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from elmo.errors import ConfigError
+from elmo.malloc import freeze_imported_objects
 
 EXIT_USAGE = 2
 EXIT_IO = 1
@@ -68,6 +69,7 @@ def run_cli(
     """
     args = list(sys.argv[1:] if argv is None else argv)
     prog = prog or os.path.basename(sys.argv[0])
+    freeze_imported_objects()  # the command's imports are done: the collector skips them from here on
     try:
         status = main(args)
     except SystemExit as done:  # argparse: --help (0) or a usage error it already printed (2)

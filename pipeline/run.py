@@ -20,6 +20,7 @@ from apache_beam.runners.runner import PipelineState
 
 from elmo.cli import DEBUG_FLAG, error_line, exit_code_for
 from elmo.errors import UsageError
+from elmo.malloc import freeze_imported_objects
 from pipeline.dataflow import complete_argv
 from pipeline.flags import check_flags
 from pipeline.options import EmbedOptions, job_parser
@@ -200,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     2 for a configuration refused before the job, 1 when a file or store failed or the job failed, 130 when
     interrupted: one line on stderr each, the traceback only with ``--debug`` (a bug keeps its traceback)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    freeze_imported_objects()  # the imports are done: the collector skips them from here on (elmo.malloc)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     for name in ("pipeline", "transforms"):
         logging.getLogger(name).setLevel(logging.INFO)

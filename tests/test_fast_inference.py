@@ -3,6 +3,7 @@ lockstep LSTM (against the float64 oracle through the golden tests; here against
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import random
@@ -256,3 +257,24 @@ def test_freed_tensor_memory_is_reused_without_page_faults_unless_the_user_opts_
     assert faults > 10_000  # glibc's own setting: a fresh mmap per batch, each 4 KB page faulted in (16,384+)
     applied, _, stderr = _faults_after_warmup("sytem")  # a typo is not silent
     assert applied == "True" and "ELMO_MALLOC='sytem' is not one of keep, system" in stderr
+
+
+_FREEZE_SCRIPT = """
+import gc, json
+from elmo.cli import run_cli
+from elmo.malloc import freeze_imported_objects
+seen = {}
+def command(argv):
+    seen["frozen"] = gc.get_freeze_count()
+    freeze_imported_objects()  # a second call (pipeline.run and run_cli both call it) freezes nothing more
+    seen["again"] = gc.get_freeze_count()
+run_cli(command, [])
+print(json.dumps(seen))
+"""
+
+
+def test_a_command_runs_with_its_imported_objects_frozen_out_of_the_cycle_collector():
+    done = subprocess.run([sys.executable, "-c", _FREEZE_SCRIPT], cwd=REPO, capture_output=True, text=True, check=True)
+    seen = json.loads(done.stdout)
+    assert seen["frozen"] > 10_000  # the interpreter, elmo and torch's objects, frozen before the command ran
+    assert seen["again"] == seen["frozen"]
