@@ -143,15 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     print("| cache hits |")
     print("|---|---|---|---|---|---|---|---|")
     for workers in args.workers:
+        settings = (workers, args.max_batch_tokens, args.layers, args.token_cache_size)
         ratios = []
         for round_index in range(args.rounds):
             # alternate which side runs first, so a slow spell of a shared machine does not always hit one side
-            bare_first = round_index % 2 == 0
-            if bare_first:
-                bare_s, hit_rate = bare_model(units, workers, args.max_batch_tokens, args.layers, args.token_cache_size)
-            job_s, counts = pipeline(folder, workers, args.max_batch_tokens, args.layers, args.token_cache_size)
-            if not bare_first:
-                bare_s, hit_rate = bare_model(units, workers, args.max_batch_tokens, args.layers, args.token_cache_size)
+            if round_index % 2 == 0:
+                (bare_s, hit_rate), (job_s, counts) = bare_model(units, *settings), pipeline(folder, *settings)
+            else:
+                (job_s, counts), (bare_s, hit_rate) = pipeline(folder, *settings), bare_model(units, *settings)
             embedded = counts["tokens"]
             if embedded != n_tokens:
                 raise SystemExit(f"the job counted {embedded} tokens, the bare model {n_tokens}: not the same text")

@@ -14,7 +14,6 @@ replay, so that a whole-process timing holds only the embedding work.
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 
@@ -118,10 +117,11 @@ def main() -> None:
 
     import elmo.model as model_module
     from elmo import Elmo
+    from elmo.env_settings import env_choice
     from elmo.malloc import freeze_imported_objects
     from elmo.model import Arithmetic
 
-    if os.environ.get("ELMO_BENCH_GC_FREEZE", "yes") == "yes":  # as every elmo entry point does (elmo.cli)
+    if env_choice("ELMO_BENCH_GC_FREEZE", ("yes", "no")) == "yes":  # as every elmo entry point does (elmo.cli)
         freeze_imported_objects()
 
     speed = {} if args.token_cache_size is None else {"token_cache_size": args.token_cache_size}
