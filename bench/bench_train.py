@@ -1,17 +1,19 @@
 """Training throughput of ``elmo.training.train`` on this machine: tokens per second per direction.
 
     nice .venv/bin/python bench/bench_train.py --train '/data/corpus/train-0000[0-1]-*.txt' --vocab VOCAB \
-        [--threads 1 2] [--batch-sizes 64 128 256] [--steps 10]
+        [--threads 1 2] [--batch-sizes 64 128 256] [--steps 10] [--precisions float32 bf16]
 
 Each setting builds a fresh trainer on the built-in model's shape (or ``--options``), runs 3 warm-up steps, then
 times ``--steps`` training steps (sampled softmax with ``--negatives`` negatives, windows of 20 tokens). One
 process at a time; the machine should be otherwise quiet (torch with 2 threads on a busy 2-core box is
-pathological). Prints a Markdown table with each setting's tokens/s and its ratio to the first row.
+pathological). Prints a Markdown table with each setting's tokens/s and its ratio to the first row. ``bf16`` (the
+trainer's ``--bf16`` autocast) is measured by default only where ``elmo.bf16`` offers it (AMX CPUs).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -20,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from elmo.bf16 import bf16_refusal
 from elmo.config import ElmoConfig
 from elmo.training.train import TrainConfig, Trainer, small_english_config
 
@@ -46,29 +49,31 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--negatives", type=int, default=2048)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--precisions", nargs="+", choices=["float32", "bf16"], default=None)
     args = parser.parse_args()
+    precisions = args.precisions or ["float32"] + ([] if bf16_refusal(torch.device("cpu")) else ["bf16"])
     model = ElmoConfig.from_json(args.options) if args.options else small_english_config()
     rows = []
-    for threads in args.threads:
+    for threads, batch_size, precision in itertools.product(args.threads, args.batch_sizes, precisions):
         torch.set_num_threads(threads)
-        for batch_size in args.batch_sizes:
-            config = TrainConfig(
-                train=args.train,
-                vocab=args.vocab,
-                out="/nonexistent",  # never written: no checkpoint is saved
-                batch_size=batch_size,
-                n_negative_samples=args.negatives,
-                max_steps=10**9,
-                model=model.to_dict(),
-            )
-            rate = tokens_per_second(config, args.steps)
-            rows.append((threads, batch_size, rate))
-            print(f"threads {threads} batch {batch_size}: {rate:,.0f} tokens/s", file=sys.stderr, flush=True)
-    base = rows[0][2]
-    print("| torch threads | batch (lanes) | tokens/s per direction | vs first row |")
-    print("| --- | --- | --- | --- |")
-    for threads, batch_size, rate in rows:
-        print(f"| {threads} | {batch_size} | {rate:,.0f} | {rate / base:.2f}x |")
+        config = TrainConfig(
+            train=args.train,
+            vocab=args.vocab,
+            out="/nonexistent",  # never written: no checkpoint is saved
+            batch_size=batch_size,
+            n_negative_samples=args.negatives,
+            max_steps=10**9,
+            model=model.to_dict(),
+            bf16=precision == "bf16",
+        )
+        rate = tokens_per_second(config, args.steps)
+        rows.append((threads, batch_size, precision, rate))
+        print(f"threads {threads} batch {batch_size} {precision}: {rate:,.0f} tokens/s", file=sys.stderr, flush=True)
+    base = rows[0][3]
+    print("| torch threads | batch (lanes) | precision | tokens/s per direction | vs first row |")
+    print("| --- | --- | --- | --- | --- |")
+    for threads, batch_size, precision, rate in rows:
+        print(f"| {threads} | {batch_size} | {precision} | {rate:,.0f} | {rate / base:.2f}x |")
 
 
 if __name__ == "__main__":

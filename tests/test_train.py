@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import elmo.bf16
 from elmo import Elmo
 from elmo.chars import batch_to_ids
 from elmo.training.train import main as train_main
@@ -100,6 +101,32 @@ def test_loss_falls_and_resume_is_exact(tiny_corpus, tmp_path):
     assert torch.load(tmp_path / "b" / "checkpoint-rank0.pt", weights_only=True)["step"] == 1
     resumed = _train(tiny_corpus, tmp_path / "b", 40, *schedule)
     assert [r["loss"] for r in resumed] == losses
+
+
+def test_bf16_training_learns_keeps_float32_state_and_resumes_exactly(tiny_corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(elmo.bf16, "cpu_flags", lambda: {"amx_bf16"})  # the flag is checked, autocast runs anywhere
+    schedule = ("--learning-rate", "0.01", "--bf16")
+    straight = _train(tiny_corpus, tmp_path / "a", 30, *schedule)
+    float32 = _train(tiny_corpus, tmp_path / "f", 30, "--learning-rate", "0.01")
+    losses = [r["loss"] for r in straight]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5, losses
+    # bfloat16 arithmetic really ran (not the same bits as float32) and stays close to it
+    assert losses != [r["loss"] for r in float32]
+    assert losses[0] == pytest.approx(float32[0]["loss"], rel=0.02)
+    saved = torch.load(tmp_path / "a" / "checkpoint-rank0.pt", weights_only=True)
+    assert saved["config"]["bf16"] is True
+    assert all(t.dtype == torch.float32 for t in saved["state_dict"].values())
+    assert all(t.dtype == torch.float32 for t in saved["lstm_state"])  # the carried state too
+    _train(tiny_corpus, tmp_path / "b", 30, *schedule, "--max-hours", "1e-9")  # stops after its first step
+    assert [r["loss"] for r in _train(tiny_corpus, tmp_path / "b", 30, *schedule)] == losses
+
+
+def test_bf16_training_is_refused_where_it_would_be_slower(tiny_corpus, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(elmo.bf16, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    argv = ["--train", str(tiny_corpus / "train-*.txt"), "--vocab", str(tiny_corpus / "vocab.txt"), "--bf16"]
+    assert train_main([*argv, "--out", str(tmp_path / "run")]) == 2
+    assert "--bf16: this CPU has AVX-512-BF16 but no AMX" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_step_encodes_each_token_type_once_for_both_directions(tiny_corpus):

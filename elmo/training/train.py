@@ -38,6 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from elmo import model_cache, storage
 from elmo.api import Elmo, validate_device
+from elmo.bf16 import bf16_refusal
 from elmo.cli import add_debug_flag, run_cli
 from elmo.config import CharCNNConfig, ElmoConfig, LSTMConfig
 from elmo.errors import ConfigError, UsageError
@@ -140,6 +141,7 @@ class TrainConfig:
     max_hours: float = 0.0  # stop (after a checkpoint) when this much wall time has passed; 0 = no limit
     init_from: str = ""  # model directory whose char CNN and LSTMs a new run starts from (the softmax starts fresh)
     softmax_warmup_steps: int = 0  # first steps train only the softmax (the network is frozen and run without grad)
+    bf16: bool = False  # bfloat16 autocast of the forward pass (AMX CPUs, GPUs); float32 weights and optimizer state
     model: dict = field(default_factory=dict)  # options.json of the model
 
 
@@ -251,20 +253,22 @@ class Trainer:
         self.model.train()
         warming_up = self.step < config.softmax_warmup_steps
         network = self.model if warming_up else (self.ddp or self.model)
-        with torch.set_grad_enabled(not warming_up):
-            tops, h, c = network(
-                to(batch.token_chars), to(batch.forward_tokens), to(batch.backward_tokens), self.state
-            )  # (2, B, W, P)
-        self.state = (h.detach(), c.detach())
-        losses = []
-        for direction, targets in enumerate((batch.forward_targets, batch.backward_targets)):
-            top = tops[direction].reshape(-1, tops.shape[-1])
-            flat_targets = to(targets).reshape(-1)
-            if config.n_negative_samples:
-                losses.append(self.model.sampled_softmax_loss(top, flat_targets, config.n_negative_samples))
-            else:
-                losses.append(self.model.full_softmax_loss(top, flat_targets))
-        loss = 0.5 * (losses[0] + losses[1])
+        with self.autocast():
+            with torch.set_grad_enabled(not warming_up):
+                tops, h, c = network(
+                    to(batch.token_chars), to(batch.forward_tokens), to(batch.backward_tokens), self.state
+                )  # (2, B, W, P)
+            losses = []
+            for direction, targets in enumerate((batch.forward_targets, batch.backward_targets)):
+                top = tops[direction].reshape(-1, tops.shape[-1])
+                flat_targets = to(targets).reshape(-1)
+                if config.n_negative_samples:
+                    losses.append(self.model.sampled_softmax_loss(top, flat_targets, config.n_negative_samples))
+                else:
+                    losses.append(self.model.full_softmax_loss(top, flat_targets))
+            loss = 0.5 * (losses[0].float() + losses[1].float())
+        # the carried state stays float32 between windows (and in checkpoints), whatever the autocast computed in
+        self.state = (h.detach().float(), c.detach().float())
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate_at(self.step)
         self.optimizer.zero_grad(set_to_none=True)
@@ -273,6 +277,11 @@ class Trainer:
         self.optimizer.step()
         self.step += 1
         return float(loss.detach())
+
+    def autocast(self) -> torch.autocast:
+        """bfloat16 autocast of the forward pass with ``bf16`` (GEMMs and the LSTMs in bfloat16; parameters,
+        gradients and optimizer state stay float32), a no-op without it."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
 
     def evaluate(self) -> dict[str, float]:
         """Held-out perplexity per direction on up to ``eval_tokens`` tokens."""
@@ -467,6 +476,13 @@ def build_parser() -> argparse.ArgumentParser:
             "--" + name.replace("_", "-"), type=float, default=None, help=f"default {getattr(defaults, name)}"
         )
     parser.add_argument("--optimizer", choices=["adam", "adagrad"], default=None, help="default adam")
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        default=None,
+        help="bfloat16 autocast of the forward pass: GPUs and CPUs with AMX only (refused elsewhere, where it is "
+        "slower); weights, gradients and optimizer state stay float32; held-out evaluation runs in float32",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     add_debug_flag(parser)
     return parser
@@ -549,6 +565,9 @@ def _main(argv: list[str]) -> int:
     if not (args.train and args.vocab):
         raise UsageError("--train and --vocab are required for training")
     config = config_from_args(args)
+    refusal = bf16_refusal(device) if config.bf16 else None
+    if refusal:
+        raise UsageError(f"--bf16: {refusal}; leave it off (float32) on this machine")
     if world_size() > 1 and config.softmax_warmup_steps:
         raise UsageError("--softmax-warmup-steps runs on one process only (its softmax updates are not all-reduced)")
     if config.threads:
