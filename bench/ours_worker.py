@@ -31,17 +31,26 @@ def lstm_flops(layers, active_rows: list[int]) -> int:
     return 2 * 2 * rows * per_row
 
 
+def gemm_dtype(model):
+    """The operand type of the LSTM's GEMMs in the model's current arithmetic (bfloat16 in the bf16 mode)."""
+    import torch
+
+    return torch.bfloat16 if model.bilm.arithmetic.bf16 else torch.float32
+
+
 def gemm_peak(model, rows: int, repeats: int = 20, rounds: int = 5) -> float:
-    """GFLOP/s of the LSTM's step GEMMs alone (both directions batched, ``rows`` rows, no elementwise work): the
-    best of ``rounds`` timings of ``repeats`` calls (a peak: what this machine reaches at that shape at best)."""
+    """GFLOP/s of the LSTM's step GEMMs alone (both directions batched, ``rows`` rows, no elementwise work, operands
+    in the mode's GEMM type): the best of ``rounds`` timings of ``repeats`` calls (what this machine reaches at that
+    shape at best)."""
     import torch
 
     layer = model.bilm.directions[0][0]
     p, d = layer.projection.shape[1], layer.cell_dim
+    options = {"device": model.device, "dtype": gemm_dtype(model)}
     device = model.device
-    hidden_kernel = torch.randn(2, p, 4 * d, device=device)
-    projection = torch.randn(2, d, p, device=device)
-    h, cell = torch.randn(2, rows, p, device=device), torch.randn(2, rows, d, device=device)
+    hidden_kernel = torch.randn(2, p, 4 * d, **options)
+    projection = torch.randn(2, d, p, **options)
+    h, cell = torch.randn(2, rows, p, **options), torch.randn(2, rows, d, **options)
     for _ in range(3):
         torch.bmm(h, hidden_kernel), torch.bmm(cell, projection)
     best = float("inf")
@@ -62,29 +71,31 @@ def replay_gemms(model, calls: list[tuple], rounds: int = 2) -> float:
     """Seconds of the LSTM's own GEMMs alone, replayed with the exact shapes of one pass (best of ``rounds``).
 
     ``calls``: per layer-pair call, (input_dim, P, D, N, active_rows). Replayed per call: the input GEMM
-    (2, N, in) @ (2, in, 4D) + bias, then per step n: (2, n, P) @ (2, P, 4D) and (2, n, D) @ (2, D, P), in float32
-    on the model's device, on random data, without the chunking of the bit-exact mode. The LSTM's time over this is
-    what the loop adds to its GEMMs (the elementwise tail, state bookkeeping, Python)."""
+    (2, N, in) @ (2, in, 4D) + bias, then per step n: (2, n, P) @ (2, P, 4D) and (2, n, D) @ (2, D, P), with the
+    mode's operand type (float32, bfloat16 in bf16 mode) on the model's device, on random data, without the chunking
+    of the bit-exact mode. The LSTM's time over this is what the loop adds to its GEMMs (the elementwise tail, state
+    bookkeeping, Python)."""
     import torch
 
     device = model.device
+    options = {"device": device, "dtype": gemm_dtype(model)}
     operands = {}
     for input_dim, p, d, n_rows, active_rows in calls:
         key = (input_dim, p, d)
         if key not in operands:
             operands[key] = {
-                "input_kernel": torch.randn(2, input_dim, 4 * d, device=device),
-                "bias": torch.randn(2, 1, 4 * d, device=device),
-                "hidden_kernel": torch.randn(2, p, 4 * d, device=device),
-                "projection": torch.randn(2, d, p, device=device),
+                "input_kernel": torch.randn(2, input_dim, 4 * d, **options),
+                "bias": torch.randn(2, 1, 4 * d, **options),
+                "hidden_kernel": torch.randn(2, p, 4 * d, **options),
+                "projection": torch.randn(2, d, p, **options),
                 "rows": 0,
             }
         operands[key]["rows"] = max(operands[key]["rows"], n_rows, max(active_rows, default=0))
     for entry in operands.values():
         input_dim, rows, d = entry["input_kernel"].shape[1], entry["rows"], entry["projection"].shape[1]
-        entry["x"] = torch.randn(2, rows, input_dim, device=device)
-        entry["h"] = torch.randn(2, rows, entry["hidden_kernel"].shape[1], device=device)
-        entry["c"] = torch.randn(2, rows, d, device=device)
+        entry["x"] = torch.randn(2, rows, input_dim, **options)
+        entry["h"] = torch.randn(2, rows, entry["hidden_kernel"].shape[1], **options)
+        entry["c"] = torch.randn(2, rows, d, **options)
     best = float("inf")
     for _ in range(rounds):
         if device.type == "cuda":
@@ -146,10 +157,10 @@ def main() -> None:
         if model.device.type == "cuda":
             torch.cuda.synchronize()
 
-    def timed_layer_pair(layers, inputs, active_rows, *rest):
+    def timed_layer_pair(layers, inputs, active_rows, *rest, **options):
         wait()
         start = time.perf_counter()
-        result = run_layer_pair(layers, inputs, active_rows, *rest)
+        result = run_layer_pair(layers, inputs, active_rows, *rest, **options)
         wait()
         timing["pass_seconds"][-1] += time.perf_counter() - start
         timing["flops"] += lstm_flops(layers, active_rows)

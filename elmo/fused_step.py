@@ -10,7 +10,9 @@ The kernel is compiled on first use with PyTorch's C++ extension builder (g++ an
 ``$ELMO_EXTENSION_DIR`` (default ``~/.cache/elmo-beam/extensions``), in a folder named by a hash of the source, the
 flags, the PyTorch and Python versions and the CPU's vector capability, so that a changed source or another machine
 builds its own; processes that start together each build in a staging folder and move the library into place
-atomically. It is used for CPU tensors in float32/float64 when PyTorch's CPU capability is AVX2 or AVX-512 and no
+atomically. A second entry point serves the bf16 mode (``cell_tail_bf16``: bfloat16 GEMM results in, float32 cell
+and bfloat16 projection operand out, so that the step needs no separate casts). It is used for CPU tensors in
+float32/float64 (and that bf16 form) when PyTorch's CPU capability is AVX2 or AVX-512 and no
 gradient is needed; anything else, ``ELMO_FUSED_STEP=off``, or a failed build (warned once, with the reason) runs
 the eager step.
 """
@@ -69,12 +71,30 @@ def can_fuse(gates: torch.Tensor, x_part: torch.Tensor, c: torch.Tensor) -> bool
     return x_part.stride(-1) == 1 and c.stride(-1) == 1 and fused_step_available()
 
 
+def can_fuse_bf16(gates: torch.Tensor, x_part: torch.Tensor, c: torch.Tensor) -> bool:
+    """Whether ``cell_tail_bf16`` takes these tensors: CPU, bfloat16 GEMM results, a float32 cell, no autograd."""
+    if gates.device.type != "cpu" or gates.dtype != torch.bfloat16 or x_part.dtype != torch.bfloat16:
+        return False
+    if c.dtype != torch.float32 or (torch.is_grad_enabled() and c.requires_grad):
+        return False
+    return x_part.stride(-1) == 1 and c.stride(-1) == 1 and fused_step_available()
+
+
 def cell_tail(
     gates: torch.Tensor, x_part: torch.Tensor, c: torch.Tensor, cell_clip: float | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """gates (2, n, 4D) contiguous = h @ W_h, x_part (2, n, 4D) = x @ W_x + bias, c (2, n, D) the previous cell
     -> cell (2, n, D) (clipped when ``cell_clip``), projection input sigmoid(o) * tanh(cell) (2, n, D)."""
     return torch.ops.elmo_fused.lstm_cell_tail(gates, x_part, c, float(cell_clip or 0.0))
+
+
+def cell_tail_bf16(
+    gates: torch.Tensor, x_part: torch.Tensor, bias: torch.Tensor, c: torch.Tensor, cell_clip: float | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bf16 mode's tail: gates (2, n, 4D) contiguous bfloat16 = h @ W_h, x_part (2, n, 4D) bfloat16 = x @ W_x,
+    bias (2, 4D) float32, c (2, n, D) float32 -> cell (2, n, D) float32, projection input (2, n, D) bfloat16. The
+    gate sum, the nonlinearities and the cell are float32 (the same arithmetic as the float32 tail)."""
+    return torch.ops.elmo_fused.lstm_cell_tail_bf16(gates, x_part, bias, c, float(cell_clip or 0.0))
 
 
 def extension_directory() -> Path:

@@ -15,9 +15,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from elmo.bf16 import GEMM_DTYPE, WeightCopies, weights_stamp
 from elmo.chars import PAD_CHAR, bos_ids, eos_ids
 from elmo.config import N_CHARACTERS_INFERENCE, ElmoConfig
-from elmo.fused_step import can_fuse, cell_tail
+from elmo.fused_step import can_fuse, can_fuse_bf16, cell_tail, cell_tail_bf16
 from elmo.token_cache import DEFAULT_CHUNK_ROWS, TokenCache, encode_in_chunks
 
 FORGET_BIAS = 1.0  # TensorFlow's LSTMCell adds this to the forget gate; it is not in the weights file.
@@ -67,6 +68,8 @@ class CharEncoder(nn.Module):
         if self.has_projection:
             self.projection = nn.Linear(n_filters, config.lstm.projection_dim)
         self.activation = torch.tanh if cnn.activation == "tanh" else torch.relu
+        self.bf16 = False  # GEMMs and convolutions on bfloat16 operands (set through ``BiLm.arithmetic``)
+        self._bf16_copies = WeightCopies()
 
     @property
     def widest_filter(self) -> int:
@@ -89,15 +92,47 @@ class CharEncoder(nn.Module):
         if short:
             char_ids = char_ids[:, :SHORT_TOKEN_CHARS]
         x = self.char_embedding(char_ids).transpose(1, 2)  # (N, E, C or SHORT_TOKEN_CHARS)
-        pooled = [conv(x).amax(dim=-1) for conv in self.convolutions]  # each (N, n_i)
+        pooled = [self._filter_maxima(i, x) for i in range(len(self.convolutions))]  # each (N, n_i)
         if short:
             pads = char_ids.new_full((1, self.widest_filter), _PAD_ID)
             pad_x = self.char_embedding(pads).transpose(1, 2)  # (1, E, widest)
             pooled = [
-                torch.maximum(p, conv(pad_x[:, :, : conv.kernel_size[0]])[:, :, 0])
-                for p, conv in zip(pooled, self.convolutions, strict=True)
+                torch.maximum(p, self._filter_maxima(i, pad_x[:, :, : conv.kernel_size[0]]))
+                for i, (p, conv) in enumerate(zip(pooled, self.convolutions, strict=True))
             ]
         return torch.cat(pooled, dim=-1)
+
+    def _filter_maxima(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Convolution ``index`` over x (N, E, W), maximum over positions: (N, n_i). In bf16 the convolution runs on
+        bfloat16 operands and its bias is added in float after the maximum (the same maximum)."""
+        conv = self.convolutions[index]
+        if not self.bf16:
+            return conv(x).amax(dim=-1)
+        weight = self._bf16_copies.of(self._gemm_weights())[index]
+        return F.conv1d(x.to(GEMM_DTYPE), weight).amax(dim=-1).to(x.dtype) + conv.bias
+
+    def _gemm_weights(self) -> list[torch.Tensor]:
+        """The weights that bf16 multiplies with: each convolution's, each highway kernel, the projection's."""
+        weights = [conv.weight for conv in self.convolutions] + list(self.highway_kernels)
+        return weights + ([self.projection.weight] if self.has_projection else [])
+
+    def _highway_and_projection(self, h: torch.Tensor) -> torch.Tensor:
+        """The highway layers and the projection: h (N, F) -> (N, P)."""
+        n_filters = h.shape[-1]
+        copies = self._bf16_copies.of(self._gemm_weights())[len(self.convolutions) :] if self.bf16 else None
+        for layer, (kernel, bias) in enumerate(zip(self.highway_kernels, self.highway_biases, strict=True)):
+            if copies is None:
+                z = torch.addmm(bias, h, kernel)  # (N, 2F)
+            else:
+                z = torch.mm(h.to(GEMM_DTYPE), copies[layer]).to(h.dtype).add_(bias)
+            transform, carry = z[:, :n_filters], z[:, n_filters:]
+            gate = torch.sigmoid(carry)  # the TF "carry" gate multiplies the transform branch
+            h = gate * torch.relu(transform) + (1.0 - gate) * h
+        if not self.has_projection:
+            return h
+        if copies is None:
+            return self.projection(h)
+        return F.linear(h.to(GEMM_DTYPE), copies[-1]).to(h.dtype).add_(self.projection.bias)
 
     def forward(self, char_ids: torch.Tensor) -> torch.Tensor:
         """char_ids (N, C) int64 -> token representations (N, P). Short tokens (``short_rows``) take the cheaper,
@@ -114,14 +149,7 @@ class CharEncoder(nn.Module):
             pooled = short_part.new_empty(char_ids.shape[0], short_part.shape[1])
             pooled[short] = short_part
             pooled[~short] = long_part
-        h = self.activation(pooled)  # (N, F)
-        n_filters = h.shape[-1]
-        for kernel, bias in zip(self.highway_kernels, self.highway_biases, strict=True):
-            z = torch.addmm(bias, h, kernel)  # (N, 2F)
-            transform, carry = z[:, :n_filters], z[:, n_filters:]
-            gate = torch.sigmoid(carry)  # the TF "carry" gate multiplies the transform branch
-            h = gate * torch.relu(transform) + (1.0 - gate) * h
-        return self.projection(h) if self.has_projection else h  # (N, P)
+        return self._highway_and_projection(self.activation(pooled))  # (N, F) -> (N, P)
 
 
 def zero_state_tensors(config: ElmoConfig, like: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -208,53 +236,62 @@ def share_pair_storage(a: nn.Parameter, b: nn.Parameter) -> None:
 class _PairStep:
     """The LSTM step of a forward/backward layer pair, with the stacked parameters of both directions.
 
-    Shapes: gates (2, n, 4D), h (2, n, P), c (2, n, D) for the n rows computed."""
+    Shapes: gates (2, n, 4D), h (2, n, P), c (2, n, D) for the n rows computed. In bf16 the weights are contiguous
+    bfloat16 copies, the input part and the gates are the bfloat16 results of their GEMMs, and the gate sum (with the
+    float bias), the nonlinearities, the cell and h stay in the model's float type."""
 
     def __init__(self, layers: tuple[LstmLayer, LstmLayer], arithmetic: Arithmetic):
         first = layers[0]
         self.d = first.cell_dim
         self.cell_clip, self.proj_clip = first.cell_clip, first.proj_clip
-        self.gemm_dtype = torch.bfloat16 if arithmetic.bf16 else None
-        kernel = self._operand(pair_view(layers[0].kernel, layers[1].kernel))  # (2, in + P, 4D)
-        self.input_kernel = kernel[:, : first.input_dim]
-        self.hidden_kernel = kernel[:, first.input_dim :]
-        self.projection = self._operand(pair_view(layers[0].projection, layers[1].projection))  # (2, D, P)
-        self.bias = torch.stack([layer.bias_with_forget() for layer in layers]).unsqueeze(1)  # (2, 1, 4D)
+        self.bf16 = arithmetic.bf16
+        with torch.no_grad():
+            kernel = pair_view(layers[0].kernel, layers[1].kernel)  # (2, in + P, 4D)
+            self.input_kernel = self._operand(kernel[:, : first.input_dim])  # (2, in, 4D)
+            self.hidden_kernel = self._operand(kernel[:, first.input_dim :])  # (2, P, 4D)
+            self.projection = self._operand(pair_view(layers[0].projection, layers[1].projection))  # (2, D, P)
+            self.bias = torch.stack([layer.bias_with_forget() for layer in layers])  # (2, 4D)
 
     def _operand(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight if self.gemm_dtype is None else weight.to(self.gemm_dtype)
-
-    def matmul(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Batched x (2, n, K) @ weight (2, K, N) in the GEMM dtype, result in x's dtype."""
-        if self.gemm_dtype is None:
-            return torch.bmm(x, weight)
-        return torch.bmm(x.to(self.gemm_dtype), weight).to(x.dtype)
+        return weight.to(GEMM_DTYPE).contiguous() if self.bf16 else weight
 
     def input_part(self, inputs: torch.Tensor) -> torch.Tensor:
-        """x @ W_x + bias for every position at once: inputs (2, R, in) -> (2, R, 4D)."""
-        if self.gemm_dtype is None:
-            return torch.baddbmm(self.bias, inputs, self.input_kernel)
-        return self.matmul(inputs, self.input_kernel) + self.bias
+        """Every position at once: inputs (2, R, in) -> x @ W_x + bias (2, R, 4D); in bf16 x @ W_x only, bfloat16
+        (the bias is added in float with the gates)."""
+        if self.bf16:
+            return torch.bmm(inputs.to(GEMM_DTYPE), self.input_kernel)
+        return torch.baddbmm(self.bias.unsqueeze(1), inputs, self.input_kernel)
 
     def __call__(
         self, x_part: torch.Tensor, h: torch.Tensor, c: torch.Tensor, clip_counter: ClipCounter | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step: x_part (2, n, 4D), previous h (2, n, P) and c (2, n, D) -> new (hidden, cell)."""
-        gates = self.matmul(h, self.hidden_kernel)  # (2, n, 4D), h contiguous
-        if clip_counter is None and can_fuse(gates, x_part, c):
-            cell, hidden_input = cell_tail(gates, x_part, c, self.cell_clip)
-            return self._project(hidden_input, None), cell
-        i, j, f, o = gates.add_(x_part).split(self.d, dim=-1)
+        """One step: x_part (2, n, 4D) from ``input_part``, previous h (2, n, P) and c (2, n, D) -> new (h, c)."""
+        if self.bf16:
+            gates = torch.bmm(h.to(GEMM_DTYPE), self.hidden_kernel)  # (2, n, 4D) bfloat16
+            if clip_counter is None and can_fuse_bf16(gates, x_part, c):
+                cell, hidden_input = cell_tail_bf16(gates, x_part, self.bias, c, self.cell_clip)
+                return self._project(hidden_input, h.dtype, None), cell
+            gates = gates.to(c.dtype).add_(x_part).add_(self.bias.unsqueeze(1))
+        else:
+            gates = torch.bmm(h, self.hidden_kernel)  # (2, n, 4D), h contiguous
+            if clip_counter is None and can_fuse(gates, x_part, c):
+                cell, hidden_input = cell_tail(gates, x_part, c, self.cell_clip)
+                return self._project(hidden_input, h.dtype, None), cell
+            gates.add_(x_part)
+        i, j, f, o = gates.split(self.d, dim=-1)
         cell = torch.addcmul(i.sigmoid_() * j.tanh_(), f.sigmoid_(), c)  # (2, n, D)
         if clip_counter is not None:
             clip_counter.add_cell(cell, self.cell_clip)
         if self.cell_clip:
             cell.clamp_(-self.cell_clip, self.cell_clip)
-        return self._project(o.sigmoid_().mul_(torch.tanh(cell)), clip_counter), cell
+        return self._project(o.sigmoid_().mul_(torch.tanh(cell)), h.dtype, clip_counter), cell
 
-    def _project(self, hidden_input: torch.Tensor, clip_counter: ClipCounter | None) -> torch.Tensor:
-        """sigmoid(o) * tanh(cell) (2, n, D) -> the clipped projection, the new h (2, n, P)."""
-        hidden = self.matmul(hidden_input, self.projection)
+    def _project(self, hidden_input: torch.Tensor, dtype: torch.dtype, clip_counter: ClipCounter | None):
+        """sigmoid(o) * tanh(cell) (2, n, D) -> the clipped projection in ``dtype``, the new h (2, n, P)."""
+        if self.bf16:
+            hidden = torch.bmm(hidden_input.to(GEMM_DTYPE), self.projection).to(dtype)
+        else:
+            hidden = torch.bmm(hidden_input, self.projection)
         if clip_counter is not None:
             clip_counter.add_proj(hidden, self.proj_clip)
         if self.proj_clip:
@@ -279,6 +316,7 @@ def run_layer_pair(
     c: torch.Tensor,
     arithmetic: Arithmetic = Arithmetic(),
     clip_counter: ClipCounter | None = None,
+    step: _PairStep | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Runs the forward and the backward layer of one depth in lockstep (inference only).
 
@@ -288,9 +326,10 @@ def run_layer_pair(
     contiguous slice. h (2, B, P), c (2, B, D): the initial state. Both directions have the same active rows at
     every step, so a step is one batched GEMM for both; the running state is kept contiguous (rows that stop are
     moved out). -> outputs (2, N, P) packed like the input, and each row's final (h, c) (2, B, ·): its state
-    after its last step.
+    after its last step. ``step``: the layers' ``_PairStep`` for ``arithmetic`` when the caller keeps one
+    (``BiLm.pair_step``), else made here.
     """
-    step = _PairStep(layers, arithmetic)
+    step = step if step is not None else _PairStep(layers, arithmetic)
     if arithmetic.row_chunk is None:
         x_part = step.input_part(inputs)  # (2, N, 4D)
     else:
@@ -406,8 +445,34 @@ class BiLm(nn.Module):
         self.register_buffer("bos_ids", torch.from_numpy(bos_ids(width)), persistent=False)
         self.register_buffer("eos_ids", torch.from_numpy(eos_ids(width)), persistent=False)
         self.token_cache: TokenCache | None = None
+        self._pair_steps: dict[int, tuple[tuple, _PairStep]] = {}  # depth -> (key, step): ``pair_step``
         self.arithmetic = Arithmetic()
         self.clip_counter: ClipCounter | None = None
+
+    @property
+    def arithmetic(self) -> Arithmetic:
+        """How the biLM computes (``Arithmetic``). Setting it drops what was computed the other way: the kept
+        layer steps and the token cache's vectors."""
+        return self._arithmetic
+
+    @arithmetic.setter
+    def arithmetic(self, value: Arithmetic) -> None:
+        self._arithmetic = value
+        self.char_encoder.bf16 = value.bf16
+        self._pair_steps.clear()
+        if self.token_cache is not None:
+            self.token_cache.clear()
+
+    def pair_step(self, depth: int) -> _PairStep:
+        """The step of depth ``depth``'s layer pair, kept across forward passes while the arithmetic and the layers'
+        weights stay the same (so bf16 casts the weights once, not every batch)."""
+        pair = (self.directions[0][depth], self.directions[1][depth])
+        key = (self.arithmetic, weights_stamp([p for layer in pair for p in layer.parameters()]))
+        kept = self._pair_steps.get(depth)
+        if kept is None or kept[0] != key:
+            kept = (key, _PairStep(pair, self.arithmetic))
+            self._pair_steps[depth] = kept
+        return kept[1]
 
     def share_pair_storage(self) -> None:
         """Lays out each depth's forward and backward LSTM weights in one storage, so that the lockstep step reads
@@ -467,7 +532,14 @@ class BiLm(nn.Module):
         outputs, final_h, final_c = [], [], []
         for depth, pair in enumerate(zip(*self.directions, strict=True)):
             out, h, c = run_layer_pair(
-                pair, inputs, active_rows, state_h[:, depth], state_c[:, depth], self.arithmetic, self.clip_counter
+                pair,
+                inputs,
+                active_rows,
+                state_h[:, depth],
+                state_c[:, depth],
+                self.arithmetic,
+                self.clip_counter,
+                step=self.pair_step(depth),
             )  # (2, N, P), (2, B, P), (2, B, D)
             if depth > 0 and self.config.lstm.use_skip_connections:
                 out = out + inputs

@@ -174,6 +174,52 @@ def test_bf16_arithmetic_stays_close_to_float32():
     assert 0 < worst < 0.05 * scale
 
 
+def test_bf16_fused_and_eager_steps_agree(monkeypatch):
+    """The compiled bf16 tail and the eager bf16 step (used where the kernel cannot run) compute the same thing: the
+    same bfloat16 GEMM results, the gate sum and cell in float32 (they differ by the kernel's tanh and by where a
+    value rounds to bfloat16, far below the mode's own error)."""
+    import elmo.model
+
+    model = Elmo.from_directory(BUILTIN_MODEL_DIR, initial_state="zeros")
+    model.bilm.arithmetic = Arithmetic(bf16=True)
+    fused = model.embed(SENTENCES, layers="all")
+    monkeypatch.setattr(elmo.model, "can_fuse_bf16", lambda *tensors: False)
+    model.bilm.token_cache.clear()
+    eager = model.embed(SENTENCES, layers="all")
+    worst = max(float(np.max(np.abs(a - b))) for a, b in zip(fused, eager, strict=True))
+    assert worst < 1e-2
+
+
+def test_bf16_weight_copies_are_made_once_and_remade_when_a_weight_changes():
+    bilm = small_random_model()
+    bilm.arithmetic = Arithmetic(bf16=True)
+    step = bilm.pair_step(0)
+    assert step.hidden_kernel.dtype == torch.bfloat16 and step.hidden_kernel.is_contiguous()
+    assert bilm.pair_step(0) is step and bilm.pair_step(1) is not step  # kept per depth
+    ids = torch.randint(1, 200, (3, 4, 50))
+    bilm(ids)
+    assert bilm.pair_step(0) is step  # a forward pass reuses it
+    encoder_copies = bilm.char_encoder._bf16_copies.of(bilm.char_encoder._gemm_weights())
+    with torch.no_grad():
+        bilm.directions[1][0].projection.mul_(2.0)  # an in-place change of one direction's weight
+        bilm.char_encoder.highway_kernels[0].add_(1.0)
+    changed = bilm.pair_step(0)
+    assert changed is not step
+    torch.testing.assert_close(changed.projection[1].float(), 2.0 * step.projection[1].float(), rtol=1e-2, atol=0)
+    new_copies = bilm.char_encoder._bf16_copies.of(bilm.char_encoder._gemm_weights())
+    assert new_copies[0] is not encoder_copies[0]
+    bilm.arithmetic = Arithmetic()  # another arithmetic: another step, float32 weights
+    assert bilm.pair_step(0).hidden_kernel.dtype == torch.float32
+
+
+def test_changing_the_arithmetic_empties_the_token_cache():
+    model = Elmo.from_directory(BUILTIN_MODEL_DIR, initial_state="zeros")
+    model.embed(SENTENCES)
+    assert len(model.bilm.token_cache) > 0
+    model.bilm.arithmetic = Arithmetic(bf16=True)  # cached float32 vectors would mix into bf16 results
+    assert len(model.bilm.token_cache) == 0
+
+
 def test_the_gpu_benchmark_says_no_gpu_clearly_on_a_cpu_only_machine():
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: bench/bench_gpu.py would measure it")

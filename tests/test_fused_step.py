@@ -134,3 +134,39 @@ def test_two_processes_building_at_once_both_load_it_and_leave_one_library(tmp_p
     assert [p.name for p in folder.iterdir()] == ["elmo_fused.so"]  # no staging folder left behind
     third = run_python(code, ELMO_EXTENSION_DIR=str(tmp_path))
     assert third.stdout.split() == ["True", "0.0"] and "building" not in third.stderr
+
+
+def random_bf16_step(rows=5, d=40, seed=0):
+    """The bf16 tail's inputs: gates (2, rows, 4D) bfloat16 contiguous, x_part a strided bfloat16 slice, bias
+    (2, 4D) and c (2, rows, D) float32."""
+    gates, x_part, c = random_step(torch.float32, rows=rows, d=d, seed=seed)
+    bias = torch.randn(2, 4 * d, generator=torch.Generator().manual_seed(seed + 1))
+    x_all = torch.zeros(2, 3 * rows, 4 * d, dtype=torch.bfloat16)
+    x_all[:, rows : 2 * rows] = x_part.to(torch.bfloat16)
+    return gates.to(torch.bfloat16), x_all[:, rows : 2 * rows], bias, c
+
+
+@pytest.mark.skipif(not FUSES_HERE, reason="the fused step is built only for AVX2/AVX-512 CPUs on Linux")
+@pytest.mark.parametrize("d", [8, 24, 40, 64])  # a half vector, one and a half, a partial second half, exact
+@pytest.mark.parametrize("clip", [None, 3.0])
+def test_fused_bf16_tail_computes_the_float32_tail_of_its_rounded_inputs(d, clip):
+    """bfloat16 gates and input part, float32 bias and cell: the gate sum and the cell in float32, the projection's
+    input rounded once to bfloat16 (at most one bfloat16 step, 2^-8 relative, from the float32 result)."""
+    gates, x_part, bias, c = random_bf16_step(d=d)
+    cell, hidden_input = fused_step.cell_tail_bf16(gates, x_part, bias, c, clip)
+    assert cell.dtype == torch.float32 and hidden_input.dtype == torch.bfloat16
+    expected_cell, expected_hidden_input = eager_tail(gates.float(), x_part.float() + bias.unsqueeze(1), c, clip)
+    torch.testing.assert_close(cell, expected_cell, atol=1e-6, rtol=0)
+    torch.testing.assert_close(hidden_input.float(), expected_hidden_input, atol=1e-6, rtol=2.0**-8)
+    assert fused_step.can_fuse_bf16(gates, x_part, c)
+    assert not fused_step.can_fuse_bf16(gates.float(), x_part, c)  # float gates take the float32 kernel
+
+
+@pytest.mark.skipif(not FUSES_HERE, reason="the fused step is built only for AVX2/AVX-512 CPUs on Linux")
+def test_fused_bf16_tail_rows_do_not_depend_on_their_neighbours():
+    gates, x_part, bias, c = random_bf16_step(rows=9, d=40)
+    cell, hidden_input = fused_step.cell_tail_bf16(gates, x_part, bias, c, 3.0)
+    some_cell, some_hidden_input = fused_step.cell_tail_bf16(
+        gates[:, 3:5].contiguous(), x_part[:, 3:5], bias, c[:, 3:5], 3.0
+    )
+    assert torch.equal(some_cell, cell[:, 3:5]) and torch.equal(some_hidden_input, hidden_input[:, 3:5])
