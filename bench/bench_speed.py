@@ -29,7 +29,8 @@ options/weights files, sentences, batches and thread count, with a zero initial 
   loop adds to its GEMMs (elementwise tail, state bookkeeping, Python). The peak column above also charges the LSTM
   for steps with fewer running rows than the largest batch, which run the GEMM further from its peak.
 - bare vs our default: the mode's bare tokens/s over the default mode's (bf16's speed-up, bit-exact's cost).
-- bf16: GEMM peak and GEMM replay in bfloat16 (the mode's operand type); run even where the API refuses it (no AMX, no GPU), so that its error and speed are shown; the row says so.
+- bf16: GEMM peak and GEMM replay in bfloat16 (the mode's operand type); run even where the API refuses it (no AMX,
+  no GPU), so that its error and speed are shown; the row says so.
 """
 
 from __future__ import annotations
