@@ -81,11 +81,11 @@ def can_fuse_bf16(gates: torch.Tensor, x_part: torch.Tensor, c: torch.Tensor) ->
 
 
 def cell_tail(
-    gates: torch.Tensor, x_part: torch.Tensor, c: torch.Tensor, cell_clip: float | None
+    gates: torch.Tensor, x_part: torch.Tensor, bias: torch.Tensor, c: torch.Tensor, cell_clip: float | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """gates (2, n, 4D) contiguous = h @ W_h, x_part (2, n, 4D) = x @ W_x + bias, c (2, n, D) the previous cell
-    -> cell (2, n, D) (clipped when ``cell_clip``), projection input sigmoid(o) * tanh(cell) (2, n, D)."""
-    return torch.ops.elmo_fused.lstm_cell_tail(gates, x_part, c, float(cell_clip or 0.0))
+    """gates (2, n, 4D) contiguous = h @ W_h, x_part (2, n, 4D) = x @ W_x, bias (2, 4D) contiguous, c (2, n, D) the
+    previous cell -> cell (2, n, D) (clipped when ``cell_clip``), projection input sigmoid(o) * tanh(cell) (2, n, D)."""
+    return torch.ops.elmo_fused.lstm_cell_tail(gates, x_part, bias, c, float(cell_clip or 0.0))
 
 
 def cell_tail_bf16(

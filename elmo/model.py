@@ -256,11 +256,11 @@ class _PairStep:
         return weight.to(GEMM_DTYPE).contiguous() if self.bf16 else weight
 
     def input_part(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Every position at once: inputs (2, R, in) -> x @ W_x + bias (2, R, 4D); in bf16 x @ W_x only, bfloat16
-        (the bias is added in float with the gates)."""
+        """Every position at once: inputs (2, R, in) -> x @ W_x (2, R, 4D), bfloat16 in bf16. The bias is added
+        with the gates, in the step (broadcasting it into this large tensor would cost a pass over it)."""
         if self.bf16:
             return torch.bmm(inputs.to(GEMM_DTYPE), self.input_kernel)
-        return torch.baddbmm(self.bias.unsqueeze(1), inputs, self.input_kernel)
+        return torch.bmm(inputs, self.input_kernel)
 
     def __call__(
         self, x_part: torch.Tensor, h: torch.Tensor, c: torch.Tensor, clip_counter: ClipCounter | None
@@ -275,9 +275,9 @@ class _PairStep:
         else:
             gates = torch.bmm(h, self.hidden_kernel)  # (2, n, 4D), h contiguous
             if clip_counter is None and can_fuse(gates, x_part, c):
-                cell, hidden_input = cell_tail(gates, x_part, c, self.cell_clip)
+                cell, hidden_input = cell_tail(gates, x_part, self.bias, c, self.cell_clip)
                 return self._project(hidden_input, h.dtype, None), cell
-            gates.add_(x_part)
+            gates.add_(x_part).add_(self.bias.unsqueeze(1))
         i, j, f, o = gates.split(self.d, dim=-1)
         cell = torch.addcmul(i.sigmoid_() * j.tanh_(), f.sigmoid_(), c)  # (2, n, D)
         if clip_counter is not None:

@@ -28,12 +28,14 @@ def eager_tail(gates, x_part, c, clip):
 
 
 def random_step(dtype, rows=7, d=40, seed=0):
-    """gates (2, rows, 4D) contiguous; x_part a strided slice of a bigger buffer, as in the LSTM; c (2, rows, D)."""
+    """gates (2, rows, 4D) contiguous; x_part a strided slice of a bigger buffer, as in the LSTM; bias (2, 4D);
+    c (2, rows, D)."""
     generator = torch.Generator().manual_seed(seed)
     gates = torch.randn(2, rows, 4 * d, generator=generator, dtype=dtype) * 3
     x_all = torch.randn(2, 3 * rows, 4 * d, generator=generator, dtype=dtype) * 3
+    bias = torch.randn(2, 4 * d, generator=generator, dtype=dtype)
     c = torch.randn(2, rows, d, generator=generator, dtype=dtype) * 4
-    return gates, x_all[:, rows : 2 * rows], c
+    return gates, x_all[:, rows : 2 * rows], bias, c
 
 
 def test_the_fused_step_is_built_and_loaded_on_this_machine():
@@ -46,10 +48,10 @@ def test_the_fused_step_is_built_and_loaded_on_this_machine():
 @pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-6), (torch.float64, 1e-14)])
 @pytest.mark.parametrize("clip", [None, 3.0])
 def test_fused_tail_equals_the_eager_tail_up_to_rounding(dtype, atol, clip):
-    gates, x_part, c = random_step(dtype, d=40)  # D not a multiple of the vector width: the remainder path runs
+    gates, x_part, bias, c = random_step(dtype, d=40)  # D not a multiple of the vector width: the remainder runs
     assert not x_part.is_contiguous()
-    cell, hidden_input = fused_step.cell_tail(gates, x_part, c, clip)
-    expected_cell, expected_hidden_input = eager_tail(gates, x_part, c, clip)
+    cell, hidden_input = fused_step.cell_tail(gates, x_part, bias, c, clip)
+    expected_cell, expected_hidden_input = eager_tail(gates, x_part + bias.unsqueeze(1), c, clip)
     torch.testing.assert_close(cell, expected_cell, atol=atol, rtol=0)
     torch.testing.assert_close(hidden_input, expected_hidden_input, atol=atol, rtol=0)
     if clip:
@@ -60,11 +62,11 @@ def test_fused_tail_equals_the_eager_tail_up_to_rounding(dtype, atol, clip):
 
 @pytest.mark.skipif(not FUSES_HERE, reason="the fused step is built only for AVX2/AVX-512 CPUs on Linux")
 def test_a_row_gets_the_same_bits_alone_and_among_other_rows():
-    gates, x_part, c = random_step(torch.float32, rows=9, d=37)
-    cell, hidden_input = fused_step.cell_tail(gates, x_part, c, 3.0)
+    gates, x_part, bias, c = random_step(torch.float32, rows=9, d=37)
+    cell, hidden_input = fused_step.cell_tail(gates, x_part, bias, c, 3.0)
     for row in (0, 4, 8):
         one = slice(row, row + 1)
-        alone = fused_step.cell_tail(gates[:, one].contiguous(), x_part[:, one], c[:, one], 3.0)
+        alone = fused_step.cell_tail(gates[:, one].contiguous(), x_part[:, one], bias, c[:, one], 3.0)
         assert torch.equal(alone[0], cell[:, one]) and torch.equal(alone[1], hidden_input[:, one])
 
 
@@ -120,7 +122,7 @@ def test_two_processes_building_at_once_both_load_it_and_leave_one_library(tmp_p
         "import logging, torch; logging.basicConfig();"
         "from elmo import fused_step; ok = fused_step.fused_step_available();"
         "gates = torch.zeros(2, 1, 8); c = torch.zeros(2, 1, 2);"
-        "print(ok, fused_step.cell_tail(gates, gates, c, None)[0].sum().item())"
+        "print(ok, fused_step.cell_tail(gates, gates, torch.zeros(2, 8), c, None)[0].sum().item())"
     )
     env = {**os.environ, "ELMO_EXTENSION_DIR": str(tmp_path)}
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
@@ -139,8 +141,7 @@ def test_two_processes_building_at_once_both_load_it_and_leave_one_library(tmp_p
 def random_bf16_step(rows=5, d=40, seed=0):
     """The bf16 tail's inputs: gates (2, rows, 4D) bfloat16 contiguous, x_part a strided bfloat16 slice, bias
     (2, 4D) and c (2, rows, D) float32."""
-    gates, x_part, c = random_step(torch.float32, rows=rows, d=d, seed=seed)
-    bias = torch.randn(2, 4 * d, generator=torch.Generator().manual_seed(seed + 1))
+    gates, x_part, bias, c = random_step(torch.float32, rows=rows, d=d, seed=seed)
     x_all = torch.zeros(2, 3 * rows, 4 * d, dtype=torch.bfloat16)
     x_all[:, rows : 2 * rows] = x_part.to(torch.bfloat16)
     return gates.to(torch.bfloat16), x_all[:, rows : 2 * rows], bias, c
