@@ -3,9 +3,6 @@
 Measured on a CPU with AVX-512-BF16 but no AMX (issue 14): bf16 GEMMs ran at about half the float32 speed (164 vs
 318 GFLOP/s at 4096^2, 2 threads), so the bf16 mode is refused there rather than run slower; AMX machines reached
 about 1,400 GFLOP/s in bf16.
-
-``WeightCopies`` keeps the bfloat16 copies of weights that the bf16 mode multiplies with, so that they are cast once
-and not every batch (the published ``original`` shape: ~190 MB of copies, remade only when a weight changes).
 """
 
 from __future__ import annotations
@@ -42,26 +39,3 @@ def bf16_refusal(device: torch.device, flags: set[str] | None = None) -> str | N
         kind = "AVX-512-BF16 but no AMX" if "avx512_bf16" in flags else "no AMX and no AVX-512-BF16"
         return f"this CPU has {kind}: bf16 GEMMs run slower than float32 here (about half the speed measured)"
     return f"bf16 is not offered on {device.type}"
-
-
-def weights_stamp(weights: list[torch.Tensor]) -> tuple:
-    """What identifies the current values of ``weights``: storage, in-place version, dtype and device of each (a
-    weight replaced, moved, cast or changed in place gets a new stamp)."""
-    return tuple((w.data_ptr(), w._version, w.dtype, w.device, tuple(w.shape)) for w in weights)
-
-
-class WeightCopies:
-    """Contiguous copies of some weights in another dtype, made on first use and remade when a weight changes."""
-
-    def __init__(self, dtype: torch.dtype = GEMM_DTYPE):
-        self.dtype = dtype
-        self._stamp: tuple | None = None
-        self._copies: list[torch.Tensor] = []
-
-    def of(self, weights: list[torch.Tensor]) -> list[torch.Tensor]:
-        """``weights`` in ``dtype``, contiguous, detached from autograd: the same tensors while nothing changed."""
-        stamp = weights_stamp(weights)
-        if stamp != self._stamp:
-            self._copies = [w.detach().to(self.dtype).contiguous() for w in weights]
-            self._stamp = stamp
-        return self._copies

@@ -15,11 +15,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from elmo.bf16 import GEMM_DTYPE, WeightCopies, weights_stamp
+from elmo.bf16 import GEMM_DTYPE
 from elmo.chars import PAD_CHAR, bos_ids, eos_ids
 from elmo.config import N_CHARACTERS_INFERENCE, ElmoConfig
 from elmo.fused_step import can_fuse, can_fuse_bf16, cell_tail, cell_tail_bf16
 from elmo.token_cache import DEFAULT_CHUNK_ROWS, TokenCache, encode_in_chunks
+from elmo.weight_cache import DerivedWeights, cast_copies, weights_stamp
 
 FORGET_BIAS = 1.0  # TensorFlow's LSTMCell adds this to the forget gate; it is not in the weights file.
 SHORT_TOKEN_CHARS = 24  # the char CNN reads only this many positions of a short token (exactly: CharEncoder)
@@ -49,6 +50,16 @@ class ClipCounter:
         self.proj_total += proj.numel()
 
 
+def stacked_filters(weights: list[torch.Tensor], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The convolutions' kernels [(n_i, E, w_i), ...] followed by their biases [(n_i,), ...] -> one matrix
+    (E * widest, F) in ``dtype``, each filter zero-padded on the right to the widest width (row e * widest + k
+    multiplies char position k of embedding dimension e), and the biases (F,) as they are."""
+    kernels, biases = weights[: len(weights) // 2], weights[len(weights) // 2 :]
+    widest = max(kernel.shape[2] for kernel in kernels)
+    padded = torch.cat([F.pad(kernel, (0, widest - kernel.shape[2])) for kernel in kernels])  # (F, E, widest)
+    return padded.reshape(padded.shape[0], -1).t().to(dtype).contiguous(), torch.cat(biases)
+
+
 class CharEncoder(nn.Module):
     """Context-independent token representations: char ids (N, C) -> (N, P)."""
 
@@ -69,38 +80,49 @@ class CharEncoder(nn.Module):
             self.projection = nn.Linear(n_filters, config.lstm.projection_dim)
         self.activation = torch.tanh if cnn.activation == "tanh" else torch.relu
         self.bf16 = False  # GEMMs and convolutions on bfloat16 operands (set through ``BiLm.arithmetic``)
-        self._bf16_copies = WeightCopies()
+        self._bf16_copies = DerivedWeights(cast_copies)  # of ``_gemm_weights``
+        self._stacked_filters = DerivedWeights(stacked_filters)  # for ``_short_maxima``
 
     @property
     def widest_filter(self) -> int:
         return max(conv.kernel_size[0] for conv in self.convolutions)
 
     def short_rows(self, char_ids: torch.Tensor) -> torch.Tensor:
-        """char_ids (N, C) -> (N,) bool: the tokens whose every char-CNN window past ``SHORT_TOKEN_CHARS`` positions
-        reads padding only (at most ``SHORT_TOKEN_CHARS - widest filter + 1`` chars with the word boundaries)."""
-        tail_start = SHORT_TOKEN_CHARS - self.widest_filter + 1
-        if char_ids.shape[1] <= SHORT_TOKEN_CHARS or tail_start < 1:
+        """char_ids (N, C) -> (N,) bool: the tokens whose every char-CNN window starting at or past
+        ``SHORT_TOKEN_CHARS - widest + 1`` reads padding only (at most that many chars with the word boundaries: 18
+        for the published filters, i.e. words of up to 16 chars), when C leaves room for ``_short_maxima``."""
+        widest = self.widest_filter
+        tail_start = SHORT_TOKEN_CHARS - widest + 1
+        if char_ids.shape[1] < SHORT_TOKEN_CHARS + widest - 1 or tail_start < 1:
             return char_ids.new_zeros(char_ids.shape[0], dtype=torch.bool)
         return (char_ids[:, tail_start:] == _PAD_ID).all(dim=1)
 
     def _max_pooled(self, char_ids: torch.Tensor, short: bool) -> torch.Tensor:
-        """Each filter's maximum over positions, before the activation: (N, C) -> (N, F).
+        """Each filter's maximum over positions, before the activation: (N, C) -> (N, F). ``short``: every row is a
+        ``short_rows`` token (``_short_maxima``); else one convolution per filter width over all C positions."""
+        if short:
+            return self._short_maxima(char_ids)
+        x = self.char_embedding(char_ids).transpose(1, 2)  # (N, E, C)
+        return torch.cat([self._filter_maxima(i, x) for i in range(len(self.convolutions))], dim=-1)
 
-        ``short`` (every row is a ``short_rows`` token): the convolutions read the first ``SHORT_TOKEN_CHARS``
-        positions, and the windows beyond, all padding, are one value per filter (a window of padding chars), taken
-        into the maximum: the same maximum as over all C positions, for about 1/3 of the work at C = 50."""
-        if short:
-            char_ids = char_ids[:, :SHORT_TOKEN_CHARS]
-        x = self.char_embedding(char_ids).transpose(1, 2)  # (N, E, C or SHORT_TOKEN_CHARS)
-        pooled = [self._filter_maxima(i, x) for i in range(len(self.convolutions))]  # each (N, n_i)
-        if short:
-            pads = char_ids.new_full((1, self.widest_filter), _PAD_ID)
-            pad_x = self.char_embedding(pads).transpose(1, 2)  # (1, E, widest)
-            pooled = [
-                torch.maximum(p, self._filter_maxima(i, pad_x[:, :, : conv.kernel_size[0]]))
-                for i, (p, conv) in enumerate(zip(pooled, self.convolutions, strict=True))
-            ]
-        return torch.cat(pooled, dim=-1)
+    def _short_maxima(self, char_ids: torch.Tensor) -> torch.Tensor:
+        """``_max_pooled`` of short tokens: every filter at the first ``SHORT_TOKEN_CHARS`` window starts, as one GEMM.
+
+        Each filter is zero-padded on the right to the widest width (``stacked_filters``), so start p reads chars
+        p .. p + widest - 1, all within the first ``SHORT_TOKEN_CHARS + widest - 1`` <= C; a narrower filter's extra
+        columns meet zeros. Starts from ``SHORT_TOKEN_CHARS - widest + 1`` on read padding only (``short_rows``):
+        they hold the all-padding window, and every later start over the full C positions is that same window, so
+        the maximum equals the maximum over all C positions, for ~1/2 of the work at C = 50 (the zero-padded
+        filters cost 1.17x the convolutions' multiplications at the published widths) in one GEMM instead of one
+        convolution per width (measured 64 tokens, ``small`` filters, 2 threads: 4.0 -> 2.2 ms)."""
+        widest, n = self.widest_filter, char_ids.shape[0]
+        x = self.char_embedding(char_ids[:, : SHORT_TOKEN_CHARS + widest - 1])  # (N, SHORT_TOKEN_CHARS + widest - 1, E)
+        windows = x.unfold(1, widest, 1).reshape(n * SHORT_TOKEN_CHARS, -1)  # (N * starts, E * widest), [e, k] order
+        dtype = GEMM_DTYPE if self.bf16 else x.dtype
+        weights = [conv.weight for conv in self.convolutions] + [conv.bias for conv in self.convolutions]
+        matrix, bias = self._stacked_filters.of(weights, dtype)  # (E * widest, F), (F,)
+        values = torch.mm(windows.to(dtype), matrix).view(n, SHORT_TOKEN_CHARS, -1)  # (N, starts, F)
+        return values.amax(dim=1).to(x.dtype) + bias
 
     def _filter_maxima(self, index: int, x: torch.Tensor) -> torch.Tensor:
         """Convolution ``index`` over x (N, E, W), maximum over positions: (N, n_i). In bf16 the convolution runs on
@@ -108,7 +130,7 @@ class CharEncoder(nn.Module):
         conv = self.convolutions[index]
         if not self.bf16:
             return conv(x).amax(dim=-1)
-        weight = self._bf16_copies.of(self._gemm_weights())[index]
+        weight = self._bf16_copies.of(self._gemm_weights(), GEMM_DTYPE)[index]
         return F.conv1d(x.to(GEMM_DTYPE), weight).amax(dim=-1).to(x.dtype) + conv.bias
 
     def _gemm_weights(self) -> list[torch.Tensor]:
@@ -119,7 +141,7 @@ class CharEncoder(nn.Module):
     def _highway_and_projection(self, h: torch.Tensor) -> torch.Tensor:
         """The highway layers and the projection: h (N, F) -> (N, P)."""
         n_filters = h.shape[-1]
-        copies = self._bf16_copies.of(self._gemm_weights())[len(self.convolutions) :] if self.bf16 else None
+        copies = self._bf16_copies.of(self._gemm_weights(), GEMM_DTYPE)[len(self.convolutions) :] if self.bf16 else None
         for layer, (kernel, bias) in enumerate(zip(self.highway_kernels, self.highway_biases, strict=True)):
             if copies is None:
                 z = torch.addmm(bias, h, kernel)  # (N, 2F)
@@ -258,9 +280,7 @@ class _PairStep:
     def input_part(self, inputs: torch.Tensor) -> torch.Tensor:
         """Every position at once: inputs (2, R, in) -> x @ W_x (2, R, 4D), bfloat16 in bf16. The bias is added
         with the gates, in the step (broadcasting it into this large tensor would cost a pass over it)."""
-        if self.bf16:
-            return torch.bmm(inputs.to(GEMM_DTYPE), self.input_kernel)
-        return torch.bmm(inputs, self.input_kernel)
+        return torch.bmm(inputs.to(GEMM_DTYPE) if self.bf16 else inputs, self.input_kernel)
 
     def __call__(
         self, x_part: torch.Tensor, h: torch.Tensor, c: torch.Tensor, clip_counter: ClipCounter | None

@@ -199,14 +199,15 @@ def test_bf16_weight_copies_are_made_once_and_remade_when_a_weight_changes():
     ids = torch.randint(1, 200, (3, 4, 50))
     bilm(ids)
     assert bilm.pair_step(0) is step  # a forward pass reuses it
-    encoder_copies = bilm.char_encoder._bf16_copies.of(bilm.char_encoder._gemm_weights())
+    encoder_copies = bilm.char_encoder._bf16_copies.of(bilm.char_encoder._gemm_weights(), torch.bfloat16)
     with torch.no_grad():
         bilm.directions[1][0].projection.mul_(2.0)  # an in-place change of one direction's weight
         bilm.char_encoder.highway_kernels[0].add_(1.0)
     changed = bilm.pair_step(0)
     assert changed is not step
     torch.testing.assert_close(changed.projection[1].float(), 2.0 * step.projection[1].float(), rtol=1e-2, atol=0)
-    new_copies = bilm.char_encoder._bf16_copies.of(bilm.char_encoder._gemm_weights())
+    new_copies = bilm.char_encoder._bf16_copies.of(bilm.char_encoder._gemm_weights(), torch.bfloat16)
+    assert bilm.char_encoder._bf16_copies.of(bilm.char_encoder._gemm_weights(), torch.bfloat16) is new_copies
     assert new_copies[0] is not encoder_copies[0]
     bilm.arithmetic = Arithmetic()  # another arithmetic: another step, float32 weights
     assert bilm.pair_step(0).hidden_kernel.dtype == torch.float32
