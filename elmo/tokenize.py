@@ -52,6 +52,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 import regex
 
@@ -178,9 +179,9 @@ class TokenizerConfig:
         return json.dumps(asdict(self), indent=2) + "\n"
 
 
-@dataclass(frozen=True)
-class Token:
-    """One token: its text and its span ``[start, end)`` in code points of the document."""
+class Token(NamedTuple):
+    """One token: its text and its span ``[start, end)`` in code points of the document (a named tuple: made 200k
+    times per 200k tokens, 3x cheaper than a frozen dataclass)."""
 
     text: str
     start: int
