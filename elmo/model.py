@@ -120,7 +120,10 @@ class CharEncoder(nn.Module):
         windows = x.unfold(1, widest, 1).reshape(n * SHORT_TOKEN_CHARS, -1)  # (N * starts, E * widest), [e, k] order
         dtype = GEMM_DTYPE if self.bf16 else x.dtype
         weights = [conv.weight for conv in self.convolutions] + [conv.bias for conv in self.convolutions]
-        matrix, bias = self._stacked_filters.of(weights, dtype)  # (E * widest, F), (F,)
+        if torch.is_grad_enabled() and any(w.requires_grad for w in weights):  # training: gradients reach the filters
+            matrix, bias = stacked_filters(weights, dtype)  # (E * widest, F), (F,)
+        else:
+            matrix, bias = self._stacked_filters.of(weights, dtype)  # kept while the filters stay the same
         values = torch.mm(windows.to(dtype), matrix).view(n, SHORT_TOKEN_CHARS, -1)  # (N, starts, F)
         return values.amax(dim=1).to(x.dtype) + bias
 

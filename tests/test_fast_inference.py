@@ -256,6 +256,26 @@ def test_short_tokens_read_24_positions_and_get_the_full_width_result(monkeypatc
     assert float((cheap - full).abs().max()) <= 1e-12
 
 
+def test_the_short_token_path_passes_gradients_to_every_filter():
+    """The trainer runs the same char encoder with autograd: the stacked-filter GEMM of short tokens must not cut
+    the filters off (its kept matrix is for inference only), and its gradients equal the full-width path's."""
+    import elmo.model
+
+    encoder = small_random_model().char_encoder.double()
+    ids = _token_ids(["a", "bank", "Apple", "sixteen-chars-ok"])
+    assert encoder.short_rows(ids).all()
+    encoder(ids).square().sum().backward()
+    cheap = {name: p.grad.clone() for name, p in encoder.named_parameters() if "convolutions" in name}
+    assert len(cheap) == 2 * len(encoder.convolutions) and all(g.abs().sum() > 0 for g in cheap.values())
+    encoder.zero_grad()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(elmo.model, "SHORT_TOKEN_CHARS", 50)  # the convolutions over the full width
+        encoder(ids).square().sum().backward()
+    for name, p in encoder.named_parameters():
+        if name in cheap:
+            torch.testing.assert_close(cheap[name], p.grad, rtol=1e-9, atol=1e-12)
+
+
 def test_a_token_has_the_same_bits_among_short_or_long_neighbours():
     """Short and long tokens take different paths; chunks hold one kind each, so a token's bits do not depend on
     which kinds it was encoded with (bit-exact mode and the cache rely on it)."""
