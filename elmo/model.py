@@ -136,6 +136,11 @@ class CharEncoder(nn.Module):
         weight = self._bf16_copies.of(self._gemm_weights(), GEMM_DTYPE)[index]
         return F.conv1d(x.to(GEMM_DTYPE), weight).amax(dim=-1).to(x.dtype) + conv.bias
 
+    def drop_kept_weights(self) -> None:
+        """Frees the kept bf16 copies and stacked filters (made again when next needed)."""
+        self._bf16_copies.clear()
+        self._stacked_filters.clear()
+
     def _gemm_weights(self) -> list[torch.Tensor]:
         """The weights that bf16 multiplies with: each convolution's, each highway kernel, the projection's."""
         weights = [conv.weight for conv in self.convolutions] + list(self.highway_kernels)
@@ -482,6 +487,7 @@ class BiLm(nn.Module):
     def arithmetic(self, value: Arithmetic) -> None:
         self._arithmetic = value
         self.char_encoder.bf16 = value.bf16
+        self.char_encoder.drop_kept_weights()
         self._pair_steps.clear()
         if self.token_cache is not None:
             self.token_cache.clear()

@@ -26,6 +26,10 @@ class DerivedWeights:
         self._stamp: tuple | None = None
         self._value: Any = None
 
+    def clear(self) -> None:
+        """Drops the kept value (its memory), to be made again on the next ``of``."""
+        self._value, self._stamp = None, None
+
     def of(self, weights: list[torch.Tensor], *key: Any) -> Any:
         """The derived value for the current ``weights`` (and ``key``, e.g. a dtype)."""
         stamp = (weights_stamp(weights), key)

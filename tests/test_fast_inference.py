@@ -209,8 +209,9 @@ def test_bf16_weight_copies_are_made_once_and_remade_when_a_weight_changes():
     new_copies = bilm.char_encoder._bf16_copies.of(bilm.char_encoder._gemm_weights(), torch.bfloat16)
     assert bilm.char_encoder._bf16_copies.of(bilm.char_encoder._gemm_weights(), torch.bfloat16) is new_copies
     assert new_copies[0] is not encoder_copies[0]
-    bilm.arithmetic = Arithmetic()  # another arithmetic: another step, float32 weights
+    bilm.arithmetic = Arithmetic()  # another arithmetic: another step, float32 weights, the bf16 copies freed
     assert bilm.pair_step(0).hidden_kernel.dtype == torch.float32
+    assert bilm.char_encoder._bf16_copies._value is None
 
 
 def test_changing_the_arithmetic_empties_the_token_cache():
