@@ -103,7 +103,17 @@ class CharEncoder(nn.Module):
         if short:
             return self._short_maxima(char_ids)
         x = self.char_embedding(char_ids).transpose(1, 2)  # (N, E, C)
-        return torch.cat([self._filter_maxima(i, x) for i in range(len(self.convolutions))], dim=-1)
+        if not self.bf16:
+            return torch.cat([conv(x).amax(dim=-1) for conv in self.convolutions], dim=-1)
+        copies = self._bf16_copies.of(self._gemm_weights(), GEMM_DTYPE)  # convolution weights first
+        x = x.to(GEMM_DTYPE)
+        return torch.cat(
+            [
+                F.conv1d(x, weight).amax(dim=-1).to(conv.bias.dtype) + conv.bias  # bias after the maximum: the same
+                for conv, weight in zip(self.convolutions, copies, strict=False)
+            ],
+            dim=-1,
+        )
 
     def _short_maxima(self, char_ids: torch.Tensor) -> torch.Tensor:
         """``_max_pooled`` of short tokens: every filter at the first ``SHORT_TOKEN_CHARS`` window starts, as one GEMM.
@@ -126,15 +136,6 @@ class CharEncoder(nn.Module):
             matrix, bias = self._stacked_filters.of(weights, dtype)  # kept while the filters stay the same
         values = torch.mm(windows.to(dtype), matrix).view(n, SHORT_TOKEN_CHARS, -1)  # (N, starts, F)
         return values.amax(dim=1).to(x.dtype) + bias
-
-    def _filter_maxima(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        """Convolution ``index`` over x (N, E, W), maximum over positions: (N, n_i). In bf16 the convolution runs on
-        bfloat16 operands and its bias is added in float after the maximum (the same maximum)."""
-        conv = self.convolutions[index]
-        if not self.bf16:
-            return conv(x).amax(dim=-1)
-        weight = self._bf16_copies.of(self._gemm_weights(), GEMM_DTYPE)[index]
-        return F.conv1d(x.to(GEMM_DTYPE), weight).amax(dim=-1).to(x.dtype) + conv.bias
 
     def drop_kept_weights(self) -> None:
         """Frees the kept bf16 copies and stacked filters (made again when next needed)."""

@@ -166,9 +166,10 @@ def test_bf16_is_refused_on_a_cpu_without_amx_and_offered_with_it():
 def test_bf16_arithmetic_stays_close_to_float32():
     """The mode's numbers (measured here even where it is refused for speed): bf16 GEMMs, float32 state."""
     model = Elmo.from_directory(BUILTIN_MODEL_DIR, initial_state="zeros")
-    reference = model.embed(SENTENCES, layers="all")
+    sentences = [*SENTENCES, "Counterrevolutionaries opposed antidisestablishmentarianism .".split()]  # long tokens
+    reference = model.embed(sentences, layers="all")
     model.bilm.arithmetic = Arithmetic(bf16=True)
-    approximate = model.embed(SENTENCES, layers="all")
+    approximate = model.embed(sentences, layers="all")
     worst = max(float(np.max(np.abs(a - b))) for a, b in zip(approximate, reference, strict=True))
     scale = max(float(np.max(np.abs(b))) for b in reference)
     assert 0 < worst < 0.05 * scale
