@@ -258,9 +258,10 @@ def test_without_token_vectors_a_whole_sentence_window_crosses_the_join_as_its_s
 
     # what crosses the join: the (W,) sentence vector of a one-window sentence, a long sentence's windows whole
     for v in vectors:
-        _, (tag, (window, data, shape, _)) = assemble._vectors_wire(v, reduce_whole_sentences=True)
+        _, (tag, (window, data, shape, *rest)) = assemble._vectors_wire(v, reduce_whole_sentences=True)
         if v.sentence_windows == 1:
             assert (tag, window, shape, len(data)) == (assemble.SENTENCE_VECTOR, 0, (32,), 32 * 4)
+            assert rest[1] == v.vectors.shape[-2]  # the window's token count
         else:
             assert (tag, shape, len(data)) == (assemble.VECTORS, v.vectors.shape, v.vectors.nbytes)
         _, (tag, (_, data, _, _)) = assemble._vectors_wire(v, reduce_whole_sentences=False)
@@ -288,4 +289,18 @@ def test_a_sentence_vector_for_a_sentence_of_several_windows_is_refused():
     doc = tokenize_document(Document("long", " ".join(["w"] * 30) + ".", "s.txt", 1), tokenizer, 8, 2)
     shell = assemble.sentence_shells(doc)[0]
     with pytest.raises(ValueError, match="came as one sentence vector, but it has"):
-        assemble.sentence_record(shell, {}, "top", "float32", "f" * 16, False, reduced=np.zeros(32, np.float32))
+        reduced = assemble.ReducedSentence(np.zeros(32, np.float32), len(shell.tokens))
+        assemble.sentence_record(shell, {}, "top", "float32", "f" * 16, False, reduced=reduced)
+
+
+def test_a_sentence_vector_from_a_window_of_another_token_count_is_refused():
+    tokenizer = Tokenizer.from_json((TINY_MODEL / "tokenizer.json").read_text())
+    doc = tokenize_document(Document("short", "Three short words.", "s.txt", 1), tokenizer, 8, 2)
+    shell = assemble.sentence_shells(doc)[0]
+    assert len(shell.spans) == 1
+    good = assemble.ReducedSentence(np.ones(32, np.float32), len(shell.tokens))
+    record = assemble.sentence_record(shell, {}, "top", "float32", "f" * 16, False, reduced=good)
+    assert record["sentence_vector"].tolist() == [1.0] * 32
+    bad = assemble.ReducedSentence(np.ones(32, np.float32), len(shell.tokens) + 1)
+    with pytest.raises(ValueError, match=f"has {len(shell.tokens)} tokens, but its vector came from"):
+        assemble.sentence_record(shell, {}, "top", "float32", "f" * 16, False, reduced=bad)

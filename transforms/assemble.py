@@ -68,6 +68,13 @@ class SentenceShell(NamedTuple):
         return np.frombuffer(self.token_starts, dtype=np.int32), np.frombuffer(self.token_ends, dtype=np.int32)
 
 
+class ReducedSentence(NamedTuple):
+    """A one-window sentence's vector computed before the join, and the token count of the window it came from."""
+
+    vector: np.ndarray  # (W,) float32
+    tokens: int
+
+
 def sentence_shells(tokenized: TokenizedDocument) -> list[SentenceShell]:
     """A document -> one ``SentenceShell`` per sentence, in order."""
     doc = tokenized.doc
@@ -112,12 +119,13 @@ def _document_wire(tokenized: TokenizedDocument) -> tuple[str, tuple]:
 def _vectors_wire(v: WindowVectors, reduce_whole_sentences: bool) -> tuple[str, tuple]:
     """A window's vectors -> ``(sentence id, (VECTORS, (window, bytes, shape, dtype)))``; with
     ``reduce_whole_sentences``, a window that is its whole sentence -> ``(sentence id, (SENTENCE_VECTOR, (0, bytes
-    of its (W,) sentence vector, shape, dtype)))`` (module docstring)."""
-    tag, vectors = VECTORS, v.vectors
+    of its (W,) sentence vector, shape, dtype, the window's token count)))`` (module docstring)."""
+    sid, vectors = sentence_id(v.doc_id, v.sentence_index), v.vectors
     if reduce_whole_sentences and v.sentence_windows == 1:
-        tag, vectors = SENTENCE_VECTOR, sentence_vector(np.ascontiguousarray(vectors))
-    wire = (v.window_index, vectors.tobytes(), vectors.shape, vectors.dtype.str)
-    return sentence_id(v.doc_id, v.sentence_index), (tag, wire)
+        tokens = vectors.shape[-2]  # (T, W) or (L+1, T, W): carried so that assembling can check it against the shell
+        vector = sentence_vector(np.ascontiguousarray(vectors))
+        return sid, (SENTENCE_VECTOR, (v.window_index, vector.tobytes(), vector.shape, vector.dtype.str, tokens))
+    return sid, (VECTORS, (v.window_index, vectors.tobytes(), vectors.shape, vectors.dtype.str))
 
 
 def _record_wire(record: dict[str, Any]) -> bytes:
@@ -145,14 +153,14 @@ def sentence_record(
     with_token_vectors: bool,
     digest: str = "",
     carried: CarriedSentence | None = None,
-    reduced: np.ndarray | None = None,
+    reduced: ReducedSentence | None = None,
 ) -> dict[str, Any]:
     """One sentence record (schema in docs/pipeline.md), vectors as numpy arrays of ``dtype``.
 
     ``vectors[window]``: (T_w, W) or (L+1, T_w, W) float32, merged with ``elmo.windows.merge_windows`` (each token
     from the window where it is most central). ``reduced``: instead, the (W,) float32 sentence vector of a
-    one-window sentence, computed before the join (only without token vectors). A ``carried`` sentence takes the
-    previous run's vectors instead.
+    one-window sentence, computed before the join (only without token vectors), with its window's token count.
+    A ``carried`` sentence takes the previous run's vectors instead.
     ``digest`` (the vector-changing settings) keys the sentence by content (``key``); ``changed`` (not a column)
     says whether a vector index needs an upsert.
     """
@@ -164,8 +172,10 @@ def sentence_record(
     elif reduced is not None:
         if with_token_vectors or len(shell.spans) != 1:
             raise ValueError(f"sentence {s} came as one sentence vector, but it has {len(shell.spans)} windows")
+        if reduced.tokens != len(shell.tokens):
+            raise ValueError(f"sentence {s} has {len(shell.tokens)} tokens, but its vector came from {reduced.tokens}")
         key = sentence_key(digest, shell.tokens)
-        vector, token_vectors = reduced.astype(out_type), None
+        vector, token_vectors = reduced.vector.astype(out_type), None
     else:
         key = sentence_key(digest, shell.tokens)
         n = len(shell.tokens)
@@ -225,13 +235,12 @@ class _AssembleSentenceFn(beam.DoFn):
         sid, tagged = element
         shell, vectors, carried, reduced = None, {}, None, None
         for tag, value in tagged:
-            if tag in (VECTORS, SENTENCE_VECTOR):
+            if tag == VECTORS:
                 w, data, shape, dtype = value
-                array = np.frombuffer(data, dtype=dtype).reshape(shape)
-                if tag == VECTORS:
-                    vectors[w] = array
-                else:
-                    vectors[w], reduced = None, array  # window w (= 0) came, as the sentence vector
+                vectors[w] = np.frombuffer(data, dtype=dtype).reshape(shape)
+            elif tag == SENTENCE_VECTOR:  # window w (= 0) came, as the sentence vector
+                w, data, shape, dtype, tokens = value
+                vectors[w], reduced = None, ReducedSentence(np.frombuffer(data, dtype=dtype).reshape(shape), tokens)
             elif tag == CARRIED:
                 carried = CarriedSentence._make(value)
             else:
