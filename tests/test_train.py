@@ -86,6 +86,12 @@ def _train(corpus, out, steps, *extra) -> list[dict]:
     return torch.load(out / "checkpoint-rank0.pt", weights_only=True)["history"]
 
 
+def _train_status(corpus, out, steps, *extra) -> int:
+    """Exit status of a training command with only ``extra`` besides the data, --out and --max-steps."""
+    argv = ["--train", str(corpus / "train-*.txt"), "--vocab", str(corpus / "vocab.txt"), "--out", str(out)]
+    return train_main([*argv, "--max-steps", str(steps), "--threads", "1", *extra])
+
+
 def test_loss_falls_and_resume_is_exact(tiny_corpus, tmp_path):
     schedule = ("--learning-rate", "0.01", "--final-learning-rate", "0.001")
     straight = _train(tiny_corpus, tmp_path / "a", 40, *schedule)
@@ -101,6 +107,39 @@ def test_loss_falls_and_resume_is_exact(tiny_corpus, tmp_path):
     assert torch.load(tmp_path / "b" / "checkpoint-rank0.pt", weights_only=True)["step"] == 1
     resumed = _train(tiny_corpus, tmp_path / "b", 40, *schedule)
     assert [r["loss"] for r in resumed] == losses
+
+
+def test_a_resumed_run_keeps_its_own_settings_and_refuses_other_ones(tiny_corpus, tmp_path, capsys):
+    schedule = ("--learning-rate", "0.01", "--final-learning-rate", "0.001", "--seed", "3")
+    straight = _train(tiny_corpus, tmp_path / "a", 12, *schedule)
+    _train(tiny_corpus, tmp_path / "b", 12, *schedule, "--max-hours", "1e-9")  # stops after its first step
+    checkpoint = tmp_path / "b" / "checkpoint-rank0.pt"
+    before = checkpoint.read_bytes()
+    # a command that would make it another run is refused before training, naming each setting
+    assert _train_status(tiny_corpus, tmp_path / "b", 12, "--learning-rate", "0.02", "--batch-size", "8") == 2
+    err = capsys.readouterr().err
+    assert "holds a checkpoint of a run with other settings" in err
+    assert "--learning-rate: 0.01 there, 0.02 here" in err and "--batch-size: 4 there, 8 here" in err
+    assert checkpoint.read_bytes() == before
+    # leaving the run's settings out continues it with the checkpoint's: the same curve as straight through
+    resumed = _train(tiny_corpus, tmp_path / "b", 12)
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in straight]
+    assert torch.load(checkpoint, weights_only=True)["config"]["seed"] == 3
+
+
+def test_a_run_resumed_on_other_training_text_is_refused(tiny_corpus, tmp_path, capsys):
+    _train(tiny_corpus, tmp_path / "run", 2)
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("train-0.txt", "train-1.txt"):  # the same sentences in other shards: another order
+        (other / name).write_text((tiny_corpus / name).read_text())
+    (other / "train-2.txt").write_text("one more sentence .\n")
+    argv = ["--train", str(other / "train-*.txt"), "--vocab", str(tiny_corpus / "vocab.txt")]
+    argv += ["--out", str(tmp_path / "run"), "--max-steps", "4", "--threads", "1"]
+    assert train_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "was trained on other data" in err and "train_sentences" in err and "train_sha256" in err
+    assert "vocab_sha256" not in err  # the same vocabulary
 
 
 def test_bf16_training_learns_keeps_float32_state_and_resumes_exactly(tiny_corpus, tmp_path, monkeypatch):

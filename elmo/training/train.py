@@ -20,6 +20,8 @@ stream). On CPU a single process (DDP with gloo works too, for tests).
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
 import math
 import os
@@ -51,6 +53,24 @@ from elmo.weights import save_weights
 
 PROG = "python -m elmo.training.train"
 CHECKPOINT_KEYS = ("config", "state_dict", "optimizer", "step", "lstm_state", "history")
+# The settings that make a run what it is: a resumed run takes them from its checkpoint, and a command that says
+# otherwise is refused (it would silently continue as another run). The rest can change between sessions: how
+# long to train (max_steps, max_hours; with --final-learning-rate the remaining schedule follows max_steps), how
+# often to log, evaluate and checkpoint, threads, bf16 autocast (the state is float32 either way), and the paths
+# (the corpus and vocabulary may move with the machine; their content is checked instead).
+RUN_SETTINGS = (
+    "batch_size",
+    "unroll_steps",
+    "n_negative_samples",
+    "dropout",
+    "optimizer",
+    "learning_rate",
+    "final_learning_rate",
+    "clip_norm",
+    "seed",
+    "softmax_warmup_steps",
+    "model",
+)
 
 
 class CheckpointError(ConfigError):
@@ -198,6 +218,7 @@ class Trainer:
             "step": self.step,
             "lstm_state": [t.cpu() for t in self.state],
             "history": self.history,
+            "data": self.data_identity(),
         }
         target = self.checkpoint_path()
         if storage.is_remote(target):
@@ -212,13 +233,42 @@ class Trainer:
         torch.save(plain_data(checkpoint), tmp)
         os.replace(tmp, path)
 
-    def load_checkpoint(self) -> bool:
-        """Restores the latest checkpoint if there is one; returns whether it did (``read_checkpoint`` refuses
-        unsafe or malformed files with ``CheckpointError``)."""
-        target = self.checkpoint_path()
-        if not storage.exists(target):
-            return False
-        saved = read_checkpoint(target, map_location=self.device)
+    @functools.cached_property
+    def _data_identity(self) -> dict:
+        corpus = self.batcher.corpus
+        text = hashlib.sha256(corpus.forward_stream.tobytes())  # sentence order and token types
+        text.update(np.ascontiguousarray(corpus.type_chars).tobytes())  # which token each type is
+        return {
+            "train_sentences": corpus.n_sentences,
+            "train_tokens": corpus.n_tokens,
+            "train_sha256": text.hexdigest(),
+            "vocab_sha256": hashlib.sha256("\n".join(self.vocab.tokens).encode("utf-8")).hexdigest(),
+        }
+
+    def data_identity(self) -> dict:
+        """What a resumed run must read again to continue exactly: the packed training text (its sentences in the
+        run's order, token types and their characters) and the vocabulary, as sizes and SHA-256 digests."""
+        return dict(self._data_identity)
+
+    def load_checkpoint(self, saved: dict | None = None) -> bool:
+        """Restores ``saved`` (read by ``read_resume_checkpoint``) or else the latest checkpoint if there is one;
+        returns whether it did. ``read_checkpoint`` refuses unsafe or malformed files with ``CheckpointError``,
+        and so does a checkpoint made from other training text or another vocabulary (checkpoints written
+        before this check carry no ``data`` and are not checked)."""
+        if saved is None:
+            target = self.checkpoint_path()
+            if not storage.exists(target):
+                return False
+            saved = read_checkpoint(target, map_location=self.device)
+        then, now = saved.get("data"), self.data_identity()
+        if then is not None and then != now:
+            changed = ", ".join(
+                f"{k} {str(then.get(k))[:12]} then, {str(now[k])[:12]} now" for k in now if then.get(k) != now[k]
+            )
+            raise CheckpointError(
+                f"the checkpoint in {self.config.out} was trained on other data ({changed}): resuming would not "
+                "continue that run; give it the same --train and --vocab, or train into a new --out"
+            )
         self.model.load_state_dict(saved["state_dict"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.step = saved["step"]
@@ -289,10 +339,11 @@ class Trainer:
             self.model, self.vocab, self.config.heldout, self.config.unroll_steps, self.config.eval_tokens, self.device
         )
 
-    def run(self) -> None:
-        """Trains to ``max_steps`` (or ``max_hours``), logging, evaluating and checkpointing as configured."""
+    def run(self, saved: dict | None = None) -> None:
+        """Trains to ``max_steps`` (or ``max_hours``), logging, evaluating and checkpointing as configured,
+        resuming from ``saved`` (``read_resume_checkpoint``) or from the checkpoint under ``--out``."""
         config = self.config
-        resumed = self.load_checkpoint()
+        resumed = self.load_checkpoint(saved)
         if not resumed and config.init_from:
             self.start_from_model()
         if self.rank == 0:
@@ -512,6 +563,45 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return config
 
 
+def explicit_settings(args: argparse.Namespace) -> set[str]:
+    """The ``TrainConfig`` fields the command line set: flags given, the fields a ``--recipe`` sets, and ``model``
+    when ``--options`` or ``--init-from`` says the shape."""
+    given = {name for name in asdict(TrainConfig()) if getattr(args, name, None) is not None}
+    if args.recipe == "bilm-tf":
+        given |= {"optimizer", "learning_rate", "n_negative_samples", "batch_size"}
+    if args.options or args.init_from:
+        given.add("model")
+    return given
+
+
+def read_resume_checkpoint(out: str, rank: int, device: torch.device) -> dict | None:
+    """This rank's checkpoint under ``out``, or None when the run is new."""
+    target = storage.join(out, f"checkpoint-rank{rank}.pt")
+    return read_checkpoint(target, map_location=device) if storage.exists(target) else None
+
+
+def resumed_config(config: TrainConfig, saved: dict, explicit: set[str]) -> TrainConfig:
+    """The config a resumed run continues with: ``RUN_SETTINGS`` from the checkpoint's config ``saved``, the rest
+    from the command line. Raises ``UsageError`` listing every run setting the command line set to another value
+    than the checkpoint's (it would not continue that run)."""
+    conflicts = []
+    for name in RUN_SETTINGS:
+        if name not in saved:
+            continue
+        if name in explicit and getattr(config, name) != saved[name]:
+            flag = "--options/--init-from (the model shape)" if name == "model" else "--" + name.replace("_", "-")
+            shown = "" if name == "model" else f": {saved[name]} there, {getattr(config, name)} here"
+            conflicts.append(f"{flag}{shown}")
+        setattr(config, name, saved[name])
+    if conflicts:
+        raise UsageError(
+            f"{config.out} holds a checkpoint of a run with other settings ({'; '.join(conflicts)}): leave these "
+            "flags out to continue that run with its own settings, or train into a new --out"
+        )
+    check_train_config(config)
+    return config
+
+
 def check_train_config(config: TrainConfig) -> None:
     """Raises ``UsageError`` naming the flag of a value training cannot use (sizes < 1, a dropout outside [0, 1),
     a non-finite or non-positive learning rate or clip norm, ...)."""
@@ -565,6 +655,9 @@ def _main(argv: list[str]) -> int:
     if not (args.train and args.vocab):
         raise UsageError("--train and --vocab are required for training")
     config = config_from_args(args)
+    saved = read_resume_checkpoint(config.out, int(os.environ.get("RANK", "0")), device)
+    if saved is not None:
+        config = resumed_config(config, saved["config"], explicit_settings(args))
     refusal = bf16_refusal(device) if config.bf16 else None
     if refusal:
         raise UsageError(f"--bf16: {refusal}; leave it off (float32) on this machine")
@@ -580,7 +673,7 @@ def _main(argv: list[str]) -> int:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
     trainer = Trainer(config, device)
-    trainer.run()
+    trainer.run(saved)
     if args.export and trainer.rank == 0:
         trainer.export(args.export)
         print(f"exported to {args.export}", file=sys.stderr)
