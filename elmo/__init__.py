@@ -10,10 +10,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from elmo.malloc import pause_collector_while_command_imports
+
 if TYPE_CHECKING:
     from elmo.api import Elmo
     from elmo.config import ElmoConfig, published_config
     from elmo.mix import LayerChoice, ScalarMix
+
+pause_collector_while_command_imports()  # `python -m elmo.embed` etc. only (elmo.malloc)
 
 # public name -> the module that defines it
 _EXPORTS = {

@@ -11,6 +11,7 @@ sentence search and sense-aware word-in-context search (``search.query``), and a
 
 from __future__ import annotations
 
+from elmo.malloc import pause_collector_while_command_imports
 from search.errors import (
     EmptyQueryError,
     IndexModelError,
@@ -18,6 +19,8 @@ from search.errors import (
     SearchError,
     UnknownWordError,
 )
+
+pause_collector_while_command_imports()  # `python -m search.query` etc. only (elmo.malloc)
 
 __all__ = [
     "EmptyQueryError",

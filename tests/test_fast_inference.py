@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+import elmo.malloc
 from elmo import Elmo, published_config
 from elmo.bf16 import bf16_refusal
 from elmo.errors import ConfigError
@@ -347,3 +348,48 @@ def test_a_command_runs_with_its_imported_objects_frozen_out_of_the_cycle_collec
     seen = json.loads(done.stdout)
     assert seen["frozen"] > 10_000  # the interpreter, elmo and torch's objects, frozen before the command ran
     assert seen["again"] == seen["frozen"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "argv0", "command"),
+    [
+        (["python", "-m", "pipeline.run", "--input", "x"], "-m", "pipeline.run"),
+        (["python", "-X", "importtime", "-mpipeline.run"], "-m", "pipeline.run"),
+        (["python", "-m", "pipeline.run"], "/repo/pipeline/run.py", None),  # runpy is past the import: too late
+        (["python", "-c", "import pipeline"], "-c", None),
+        (["pytest", "-m", "not integration"], "/venv/bin/pytest", None),
+    ],
+)
+def test_the_command_being_started_is_read_only_while_runpy_imports_it(argv, argv0, command):
+    assert elmo.malloc.command_being_started(argv, argv0) == command
+
+
+# Each command as `python -m` starts it: the collector paused while the package imports, then the module run as
+# __main__ (with --help). The command's entry point must turn the collector back on before anything else runs.
+_PAUSE_SCRIPT = """
+import gc, json, runpy, sys
+import elmo.malloc as malloc
+seen = {"other": malloc.pause_collector_while_command_imports("corpus.build"), "enabled": gc.isenabled()}
+for command in sorted(malloc.COMMANDS):
+    malloc._frozen = False
+    paused = malloc.pause_collector_while_command_imports(command)
+    was = gc.isenabled()
+    sys.argv = [command, "--help"]
+    try:
+        runpy.run_module(command, run_name="__main__", alter_sys=True)
+    except SystemExit as done:
+        code = done.code
+    seen[command] = [paused, was, gc.isenabled(), code]
+print(json.dumps(seen))
+"""
+
+
+def test_commands_import_with_the_collector_paused_and_turn_it_back_on_first():
+    done = subprocess.run(
+        [sys.executable, "-c", _PAUSE_SCRIPT], cwd=REPO, capture_output=True, text=True, check=True, timeout=300
+    )
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen.pop("other") is False and seen.pop("enabled") is True  # not one of ours: left alone
+    assert set(seen) == set(elmo.malloc.COMMANDS)
+    for command, (paused, enabled_when_paused, enabled_after, code) in seen.items():
+        assert (paused, enabled_when_paused, enabled_after, code) == (True, False, True, 0), command
