@@ -20,6 +20,8 @@ def test_the_fixes_module_is_the_only_place_that_patches_beam():
         "reuse_s3_client",
         "skip_adc_for_gcs_emulator",
         "rusage_without_scipy",
+        "reuse_option_views",
+        "remember_dofn_specs",
     }
     assert BEAM_VERSION == apache_beam.__version__
 
@@ -62,10 +64,18 @@ def test_applying_twice_changes_nothing():
     from apache_beam.io.aws import s3io
     from apache_beam.io.aws.clients.s3 import boto3_client
     from apache_beam.ml.inference import base
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.transforms import userstate
 
-    before = (s3io.S3Uploader.finish, boto3_client.boto3, base.resource, auth._Credentials)
+    def patched():
+        return (s3io.S3Uploader.finish, boto3_client.boto3, base.resource, auth._Credentials, PipelineOptions.view_as,
+                userstate.get_dofn_specs)  # fmt: skip
+
+    before = patched()
     assert set(apply_all().values()) == {"applied"}
-    assert (s3io.S3Uploader.finish, boto3_client.boto3, base.resource, auth._Credentials) == before
+    assert patched() == before
+    assert getattr(PipelineOptions.view_as, "elmo_fixed", False)
+    assert getattr(userstate.get_dofn_specs, "elmo_fixed", False)
     assert getattr(s3io.S3Uploader.finish, "elmo_fixed", False) and getattr(boto3_client.boto3, "elmo_fixed", False)
 
 
@@ -124,3 +134,50 @@ def test_model_load_memory_is_measured_without_scipy(caplog):
     with caplog.at_level(logging.WARNING):
         assert base._get_current_process_memory_in_bytes() > 0
     assert "Resource module is not available" not in caplog.text
+
+
+def test_option_views_are_reused_and_share_one_value_store():
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TypeOptions
+
+    options = PipelineOptions(["--runner=DirectRunner", "--streaming"])
+    view = options.view_as(StandardOptions)
+    assert options.view_as(StandardOptions) is view  # parsed once
+    assert view.runner == "DirectRunner" and view.streaming is True
+    view.runner = "FlinkRunner"  # a write through one view is seen through every view and the options
+    assert options.view_as(StandardOptions).runner == "FlinkRunner" and options.get_all_options()["runner"] == (
+        "FlinkRunner"
+    )
+    assert options.view_as(TypeOptions) is not view and options.view_as(TypeOptions).pipeline_type_check is True
+    other = PipelineOptions(["--runner=DirectRunner"])  # other options: their own views and values
+    assert other.view_as(StandardOptions) is not view and other.view_as(StandardOptions).streaming is False
+    options._flags.append("--no_pipeline_type_check")  # flags changed in place: parsed again
+    assert options.view_as(TypeOptions).pipeline_type_check is True  # the store already holds the value (Beam's rule)
+    assert options.view_as(StandardOptions) is not view
+
+
+def test_dofn_specs_are_computed_once_per_dofn_object(monkeypatch):
+    import apache_beam.runners.common as common
+    from apache_beam.transforms import userstate
+    from apache_beam.transforms.userstate import BagStateSpec
+
+    class Stateful(apache_beam.DoFn):
+        BAG = BagStateSpec("bag", apache_beam.coders.VarIntCoder())
+
+        def process(self, element, bag=apache_beam.DoFn.StateParam(BAG)):  # noqa: B008 (Beam's way)
+            yield element
+
+    wrapped = []
+
+    class CountingMethodWrapper(common.MethodWrapper):
+        def __init__(self, obj, name):
+            wrapped.append(name)
+            super().__init__(obj, name)
+
+    monkeypatch.setattr(common, "MethodWrapper", CountingMethodWrapper)
+    dofn = Stateful()
+    first = userstate.get_dofn_specs(dofn)
+    assert first == ({Stateful.BAG}, set()) and "process" in wrapped
+    wrapped.clear()
+    assert userstate.get_dofn_specs(dofn) == first and wrapped == []  # remembered: no signature read again
+    assert userstate.is_stateful_dofn(dofn) and wrapped == []
+    assert userstate.get_dofn_specs(apache_beam.Map(len).dofn) == (set(), set()) and wrapped  # another object
