@@ -17,7 +17,16 @@ from __future__ import annotations
 import statistics
 import time
 
-from worker_common import build_parser, run_worker, set_threads, torch_dtype
+from elmo.env_settings import env_choice
+from elmo.malloc import pause_collector_while_command_imports
+
+# As every elmo entry point does (elmo.malloc): `python -m elmo.embed` imports with the cycle collector paused,
+# and freezes what it imported before it works. ELMO_BENCH_GC_FREEZE=no measures without both.
+GC_FREEZE = env_choice("ELMO_BENCH_GC_FREEZE", ("yes", "no")) == "yes"
+if GC_FREEZE:
+    pause_collector_while_command_imports("elmo.embed")
+
+from worker_common import build_parser, run_worker, set_threads, torch_dtype  # noqa: E402
 
 MODES = ("default", "bit-exact", "bf16")
 
@@ -127,11 +136,10 @@ def main() -> None:
 
     import elmo.model as model_module
     from elmo import Elmo
-    from elmo.env_settings import env_choice
     from elmo.malloc import freeze_imported_objects
     from elmo.model import Arithmetic
 
-    if env_choice("ELMO_BENCH_GC_FREEZE", ("yes", "no")) == "yes":  # as every elmo entry point does (elmo.cli)
+    if GC_FREEZE:  # as every elmo entry point does (elmo.cli); also turns the collector back on
         freeze_imported_objects()
 
     speed = {} if args.token_cache_size is None else {"token_cache_size": args.token_cache_size}
