@@ -21,7 +21,7 @@ walks them again, and so does the interpreter's shutdown (measured: a process th
 ``pause_collector_while_command_imports`` keeps the collector off before that, while a command of this project
 (``COMMANDS``) imports its modules: the collector's full passes during those imports walk every object created so
 far, over and over, and find nothing to free (measured on a 2-core AMD EPYC: ``import torch, apache_beam`` 7.5-8.7 s
--> 6.5-6.6 s; a one-sentence ``python -m pipeline.run`` 10.2-10.7 s -> 8.7-9.0 s). The package ``__init__``s call
+-> 6.5-6.6 s; a one-sentence ``python -m pipeline.run`` 10.2-10.7 s -> 8.1-8.3 s). The package ``__init__``s call
 it; it acts only in a process started as ``python -m <command>``, during the import ``runpy`` makes before running
 the command, and ``freeze_imported_objects`` (every command's first call) turns the collector back on.
 This module is the one place where this project changes process-wide memory settings.

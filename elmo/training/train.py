@@ -574,10 +574,11 @@ def explicit_settings(args: argparse.Namespace) -> set[str]:
     return given
 
 
-def read_resume_checkpoint(out: str, rank: int, device: torch.device) -> dict | None:
-    """This rank's checkpoint under ``out``, or None when the run is new."""
+def read_resume_checkpoint(out: str, rank: int) -> dict | None:
+    """This rank's checkpoint under ``out`` in CPU memory (restoring copies it to the rank's device), or None when
+    the run is new."""
     target = storage.join(out, f"checkpoint-rank{rank}.pt")
-    return read_checkpoint(target, map_location=device) if storage.exists(target) else None
+    return read_checkpoint(target, map_location="cpu") if storage.exists(target) else None
 
 
 def resumed_config(config: TrainConfig, saved: dict, explicit: set[str]) -> TrainConfig:
@@ -655,7 +656,7 @@ def _main(argv: list[str]) -> int:
     if not (args.train and args.vocab):
         raise UsageError("--train and --vocab are required for training")
     config = config_from_args(args)
-    saved = read_resume_checkpoint(config.out, int(os.environ.get("RANK", "0")), device)
+    saved = read_resume_checkpoint(config.out, int(os.environ.get("RANK", "0")))
     if saved is not None:
         config = resumed_config(config, saved["config"], explicit_settings(args))
     refusal = bf16_refusal(device) if config.bf16 else None
