@@ -216,7 +216,7 @@ def _remember_dofn_specs(userstate: Any) -> None:
             return set(known[0]), set(known[1])
         state_specs, timer_specs = original(dofn)
         try:
-            weakref.finalize(dofn, specs.pop, id(dofn), None)
+            weakref.finalize(dofn, specs.pop, id(dofn), None).atexit = False  # nothing to forget at exit
         except TypeError:  # not weakly referable: its id could be reused after it is freed, so not kept
             return state_specs, timer_specs
         with lock:
